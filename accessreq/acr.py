@@ -1,0 +1,323 @@
+"""The only module that talks to Azure Container Registry.
+
+It builds the management client from settings and turns the SDK's errors into a small set of our own, so the rest of
+the portal decides what to do (retry, fail, report) without knowing azure-core.
+
+Retries live in one layer, Celery's: the SDK's own retry policy is switched off, because it sleeps in-process on a
+429's Retry-After (up to minutes), which would hold a worker hostage while the broker's visibility timeout runs.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, Protocol
+
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from django.conf import settings
+
+SLOTS = ("password1", "password2")
+# Written into every scope map the portal makes, so it never takes over one that a person made by hand.
+MANAGED_MARKER = "Managed by ACR Access Portal"
+
+
+class AcrError(Exception):
+    """Something the registry refused or could not do. The message is safe to show to admins."""
+
+
+class TransientError(AcrError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFound(AcrError):
+    pass
+
+
+class Conflict(AcrError):
+    pass
+
+
+class Invalid(AcrError):
+    pass
+
+
+class Denied(AcrError):
+    pass
+
+
+class RegistryRef(Protocol):
+    subscription_id: str
+    resource_group: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GeneratedPassword:
+    username: str
+    slot: str
+    value: str
+    created_at: datetime | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    scope_map_name: str
+    status: str
+    slots: dict[str, datetime | None]  # slot name -> expiry
+    provisioning_state: str | None
+
+
+@dataclass(frozen=True)
+class ScopeMapInfo:
+    name: str
+    actions: list[str]
+    description: str
+    type: str
+
+
+class _StaticBearerPolicy(SansIOHTTPPolicy):
+    """Sends a fixed bearer token. azure-core's bearer policy refuses plain http, which the local emulator speaks."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def on_request(self, request: PipelineRequest) -> None:
+        request.http_request.headers["Authorization"] = self._header
+
+
+class _StaticCredential:
+    """Satisfies the client's required credential argument; never asked for a token, the policy above sends it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+@cache
+def _credential() -> Any:
+    if settings.ACR_CREDENTIAL == "emulator":
+        return _StaticCredential(settings.ACR_EMULATOR_TOKEN)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def client(subscription_id: str) -> ContainerRegistryManagementClient:
+    kwargs: dict[str, Any] = {
+        "base_url": settings.ACR_ARM_ENDPOINT,
+        "polling_interval": settings.ACR_POLLING_INTERVAL,
+        "retry_total": 0,
+        "connection_timeout": settings.ACR_TIMEOUT,
+        "read_timeout": settings.ACR_TIMEOUT,
+    }
+    if settings.ACR_CREDENTIAL == "emulator":
+        kwargs["authentication_policy"] = _StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
+    return ContainerRegistryManagementClient(_credential(), subscription_id, **kwargs)
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: HttpResponseError) -> str:
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None) or exc.message or str(exc)
+    status = exc.status_code
+    return f"{status} {code}: {message}" if code else f"{status}: {message}"
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        raise Denied(_describe(exc)) from exc
+    except ResourceNotFoundError as exc:
+        raise NotFound(_describe(exc)) from exc
+    except ResourceExistsError as exc:
+        raise Conflict(_describe(exc)) from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"connection: {type(exc).__name__}") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code or 0
+        if status in (408, 429) or status >= 500:
+            raise TransientError(_describe(exc), _retry_after(exc)) from exc
+        if status == 403:
+            raise Denied(_describe(exc)) from exc
+        if status == 409:
+            raise Conflict(_describe(exc)) from exc
+        if status == 400:
+            raise Invalid(_describe(exc)) from exc
+        # A long-running operation that ended Failed surfaces with the status of its last poll (200): Azure's
+        # own failures of this kind are usually passing, so it is retried, within the attempt limit.
+        raise TransientError(_describe(exc)) from exc
+
+
+def _registry_id(registry: RegistryRef) -> str:
+    return (
+        f"/subscriptions/{registry.subscription_id}/resourceGroups/{registry.resource_group}"
+        f"/providers/Microsoft.ContainerRegistry/registries/{registry.name}"
+    )
+
+
+def _token_info(token: Any) -> TokenInfo:
+    credentials = token.credentials
+    passwords = (credentials.passwords if credentials else None) or []
+    return TokenInfo(
+        name=token.name,
+        scope_map_name=(token.scope_map_id or "").rsplit("/", 1)[-1],
+        status=token.status or "enabled",
+        slots={p.name: p.expiry for p in passwords},
+        provisioning_state=token.provisioning_state,
+    )
+
+
+def ping(timeout: float) -> tuple[bool, str]:
+    """Is the management endpoint reachable? Any HTTP answer says yes; only the network can say no."""
+    url = settings.ACR_ARM_ENDPOINT
+    if settings.ACR_CREDENTIAL == "emulator":
+        url += "/_emulator/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a configured https/http URL
+            return True, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return True, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, type(getattr(exc, "reason", exc)).__name__
+
+
+def get_registry(registry: RegistryRef) -> dict[str, Any]:
+    with _translated():
+        found = client(registry.subscription_id).registries.get(registry.resource_group, registry.name)
+    return {"login_server": found.login_server, "sku": found.sku.name if found.sku else "", "location": found.location}
+
+
+def get_scope_map(registry: RegistryRef, name: str) -> ScopeMapInfo | None:
+    try:
+        with _translated():
+            found = client(registry.subscription_id).scope_maps.get(registry.resource_group, registry.name, name)
+    except NotFound:
+        return None
+    return ScopeMapInfo(found.name, list(found.actions or []), found.description or "", found.type or "")
+
+
+def ensure_scope_map(registry: RegistryRef, name: str, actions: list[str], description: str) -> None:
+    """Make the scope map hold exactly these actions. PUT replaces, so running it twice is harmless."""
+    existing = get_scope_map(registry, name)
+    if existing and not existing.description.startswith(MANAGED_MARKER):
+        raise Conflict(f"scope map {name} exists in the registry and is not managed by the portal")
+    if existing and sorted(existing.actions) == sorted(actions) and existing.description == description:
+        return
+    body = {"properties": {"description": description, "actions": actions}}
+    with _translated():
+        client(registry.subscription_id).scope_maps.begin_create(
+            registry.resource_group, registry.name, name, body
+        ).result()
+
+
+def get_token(registry: RegistryRef, name: str) -> TokenInfo | None:
+    try:
+        with _translated():
+            found = client(registry.subscription_id).tokens.get(registry.resource_group, registry.name, name)
+    except NotFound:
+        return None
+    return _token_info(found)
+
+
+def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> TokenInfo:
+    """Make the token exist, enabled, on this scope map. A token of that name on another scope map is not ours."""
+    existing = get_token(registry, name)
+    if existing is not None:
+        if existing.scope_map_name != scope_map_name:
+            raise Conflict(f"token {name} exists in the registry on scope map {existing.scope_map_name}")
+        if existing.status != "enabled":
+            set_token_status(registry, name, "enabled")
+        return existing
+    body = {"properties": {"scopeMapId": f"{_registry_id(registry)}/scopeMaps/{scope_map_name}", "status": "enabled"}}
+    with _translated():
+        created = client(registry.subscription_id).tokens.begin_create(
+            registry.resource_group, registry.name, name, body
+        ).result()
+    return _token_info(created)
+
+
+def set_token_status(registry: RegistryRef, name: str, status: str) -> None:
+    with _translated():
+        client(registry.subscription_id).tokens.begin_update(
+            registry.resource_group, registry.name, name, {"properties": {"status": status}}
+        ).result()
+
+
+def generate_password(registry: RegistryRef, token_name: str, slot: str, expires_at: datetime) -> GeneratedPassword:
+    """Generate one slot's password. The value lives only in the returned object: callers encrypt it at once."""
+    assert slot in SLOTS
+    body = {"tokenId": f"{_registry_id(registry)}/tokens/{token_name}", "name": slot, "expiry": expires_at.isoformat()}
+    with _translated():
+        result = client(registry.subscription_id).registries.begin_generate_credentials(
+            registry.resource_group, registry.name, body
+        ).result()
+    # A client once handed back the admin user's passwords instead of the token's: refuse anything but ours.
+    if result.username != token_name:
+        raise Invalid(f"generateCredentials answered for {result.username!r}, not for token {token_name!r}")
+    matching = [p for p in result.passwords or [] if p.name == slot]
+    if len(matching) != 1 or not matching[0].value:
+        raise Invalid(f"generateCredentials returned no value for {slot}")
+    password = matching[0]
+    return GeneratedPassword(token_name, slot, password.value, password.creation_time, password.expiry)
+
+
+def delete_password(registry: RegistryRef, token_name: str, slot: str) -> None:
+    """Delete one slot by writing back the slots that remain, as `az acr token credential delete` does."""
+    token = get_token(registry, token_name)
+    if token is None or slot not in token.slots:
+        return
+    keep = [{"name": name} for name in token.slots if name != slot]
+    with _translated():
+        client(registry.subscription_id).tokens.begin_update(
+            registry.resource_group,
+            registry.name,
+            token_name,
+            {"properties": {"credentials": {"passwords": keep}}},
+        ).result()
+
+
+def ensure_registry(registry: RegistryRef, location: str, sku: str) -> str:
+    """Create the registry if it is missing and return its login server. For the demo and tests: the portal
+    manages tokens in registries that exist, it never creates registries in Azure."""
+    body = {"location": location, "sku": {"name": sku}, "properties": {"adminUserEnabled": False}}
+    with _translated():
+        ops = client(registry.subscription_id).registries
+        try:
+            found = ops.get(registry.resource_group, registry.name)
+        except ResourceNotFoundError:
+            found = ops.begin_create(registry.resource_group, registry.name, body).result()
+    return found.login_server

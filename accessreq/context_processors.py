@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from accessreq.roles import roles_for
+
+
+def portal(request: HttpRequest) -> dict[str, object]:
+    return {"portal_name": settings.SITE_NAME, "roles": roles_for(request.user)}

@@ -1,0 +1,253 @@
+"""Settings for the ACR Access Portal.
+
+One file, driven by environment variables. Every default is safe for a laptop: SQLite under var/, a filesystem
+Celery broker, console e-mail and the local ACR emulator only when asked for. Production sets DEBUG=0 and must then
+provide its own SECRET_KEY and PASSWORD_ENCRYPTION_KEYS; it refuses to start with the development ones.
+A setting may also be read from a file named by NAME_FILE (Docker and Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
+
+
+def env(name: str, default: str = "") -> str:
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        return Path(file_name).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = env(name, "1" if default else "0").strip().lower()
+    return value in {"1", "true", "yes", "on"}
+
+
+def envint(name: str, default: int) -> int:
+    value = env(name, "")
+    return int(value) if value else default
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# Development values, refused when DEBUG is off.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789abcdef"
+DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZmVybmV0LWtleS0wMTI="
+
+DEBUG = envbool("DEBUG", True)
+SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
+# Fernet keys for passwords waiting to be revealed. Kept apart from SECRET_KEY so that a leaked session key does
+# not also open the vault. Comma-separated: the first encrypts, all decrypt (rotation with MultiFernet).
+PASSWORD_ENCRYPTION_KEYS = envlist("PASSWORD_ENCRYPTION_KEYS", DEV_ENCRYPTION_KEY)
+
+if not DEBUG:
+    if SECRET_KEY == DEV_SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    if DEV_ENCRYPTION_KEY in PASSWORD_ENCRYPTION_KEYS:
+        raise ImproperlyConfigured("PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off.")
+
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+SITE_NAME = env("SITE_NAME", "ACR Access Portal")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "accessreq",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accessreq.context_processors.portal",
+            ],
+        },
+    },
+]
+
+# Database: SQLite under var/ unless DATABASE_URL names another (PostgreSQL in production and in CI).
+DATABASE_URL = env("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60))}
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "portal.sqlite3",
+            "OPTIONS": {
+                # The web server, the worker and beat share one file: WAL lets readers run beside the writer,
+                # IMMEDIATE takes the write lock at BEGIN so two writers queue instead of failing mid-transaction.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            # A file rather than memory, so a Celery worker in another thread sees the same test database.
+            "TEST": {"NAME": str(VAR_DIR / "test-portal.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# Security headers. The deploy-only ones are on whenever DEBUG is off.
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 8 * 3600)
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# E-mail: printed to the console unless an SMTP host is configured.
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "acr-portal@localhost")
+EMAIL_HOST = env("EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = envint("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# Celery. The broker is Redis when REDIS_URL or CELERY_BROKER_URL is set, else kombu's filesystem transport, which
+# needs no server and so lets a fresh machine run a real worker.
+REDIS_URL = env("REDIS_URL", "")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+    # The transport expects its folders to exist; a fresh clone has none.
+    for _folder in ("queue", "control"):
+        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+else:
+    # A message not acknowledged within this time is delivered again. Every retry delay stays well below it
+    # (CELERY_RETRY_MAX_DELAY), or a long countdown would be redelivered while it waits.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_RETRY_MAX_DELAY = 300
+# Tasks are idempotent, so they are acknowledged after they run: a worker killed mid-task leaves the message for
+# another worker instead of losing it.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Provisioning makes several ARM calls; one message at a time keeps a slow task from holding others hostage.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# After a broker reconnect a late-acked task would otherwise run twice in parallel.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Nothing reads task results, and results are one more place a secret could leak.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-provisioning": {"task": "accessreq.tasks.sweep_stuck", "schedule": 60.0},
+    "expire-unrevealed-passwords": {"task": "accessreq.tasks.expire_unrevealed", "schedule": 300.0},
+}
+
+# Azure Container Registry. ACR_ARM_ENDPOINT is Azure's Resource Manager unless it points at the local emulator.
+# ACR_CREDENTIAL: "default" uses azure-identity's DefaultAzureCredential (workload identity, managed identity or a
+# service principal from AZURE_* variables); "emulator" sends a static bearer token, which the emulator accepts.
+ACR_ARM_ENDPOINT = env("ACR_ARM_ENDPOINT", "https://management.azure.com").rstrip("/")
+ACR_CREDENTIAL = env("ACR_CREDENTIAL", "default")
+if ACR_CREDENTIAL not in {"default", "emulator"}:
+    raise ImproperlyConfigured("ACR_CREDENTIAL must be 'default' or 'emulator'.")
+ACR_EMULATOR_TOKEN = env("ACR_EMULATOR_TOKEN", "emulator")
+ACR_POLLING_INTERVAL = float(env("ACR_POLLING_INTERVAL", "2"))
+ACR_TIMEOUT = envint("ACR_TIMEOUT", 30)
+
+# The portal's own policy knobs.
+REVEAL_TTL_HOURS = envint("REVEAL_TTL_HOURS", 24)
+PROVISIONING_STUCK_MINUTES = envint("PROVISIONING_STUCK_MINUTES", 10)
+PROVISIONING_MAX_ATTEMPTS = envint("PROVISIONING_MAX_ATTEMPTS", 8)
+# First retry delay; each later one doubles, up to CELERY_RETRY_MAX_DELAY.
+PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
+PAGE_SIZE = envint("PAGE_SIZE", 25)
+
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # azure-core logs every request's headers at INFO; the Authorization header is redacted but the noise is not.
+        "azure": {"level": "WARNING"},
+    },
+}
