@@ -1,0 +1,305 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from accessreq import scopes
+
+User = settings.AUTH_USER_MODEL
+
+
+class Sku(models.TextChoices):
+    BASIC = "Basic"
+    STANDARD = "Standard"
+    PREMIUM = "Premium"
+
+
+class Registry(models.Model):
+    subscription_id = models.CharField(max_length=64)
+    resource_group = models.CharField(max_length=90)
+    name = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(r"^[a-zA-Z0-9]{5,50}$", "5 to 50 letters and digits.")],
+        help_text="The registry's name in Azure; names are global, so unique here too.",
+    )
+    login_server = models.CharField(max_length=255)
+    sku = models.CharField(max_length=16, choices=Sku.choices, default=Sku.STANDARD)
+    max_password_days = models.PositiveIntegerField(
+        default=90, validators=[MinValueValidator(1)], help_text="Longest password lifetime a request may ask for."
+    )
+    max_retirement_days = models.PositiveIntegerField(
+        default=365, validators=[MinValueValidator(1)], help_text="Furthest retirement date a request may ask for."
+    )
+    read_approvals = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Distinct approvers each owner group must give for read-only requests.",
+    )
+    write_approvals = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Distinct approvers for requests with any write, delete or metadata/write action.",
+    )
+    admin_group = models.ForeignKey(
+        Group,
+        on_delete=models.PROTECT,
+        related_name="administered_registries",
+        help_text="Approves requests for repositories that no approval rule covers.",
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "registries"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def token_limit(self) -> int:
+        return scopes.SKU_TOKEN_LIMITS[self.sku]
+
+    def approvals_needed(self, actions: set[str]) -> int:
+        return self.write_approvals if actions & scopes.WRITE_ACTIONS else self.read_approvals
+
+
+class ApprovalRule(models.Model):
+    """Who owns which repositories: like a CODEOWNERS line, the most specific pattern wins."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="approval_rules")
+    pattern = models.CharField(
+        max_length=256, help_text="A repository (myapp/api), a prefix wildcard (myapp/*) or * for everything."
+    )
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="approval_rules")
+
+    class Meta:
+        ordering = ["registry", "pattern"]
+        constraints = [models.UniqueConstraint(fields=["registry", "pattern"], name="one_owner_per_pattern")]
+
+    def __str__(self) -> str:
+        return f"{self.registry}: {self.pattern} → {self.group}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        error = scopes.validate_repository(self.pattern)
+        if error:
+            raise ValidationError({"pattern": error})
+
+
+class ClientKind(models.TextChoices):
+    CI = "ci", "CI pipeline"
+    CLUSTER = "cluster", "Cluster"
+    PARTNER = "partner", "Partner"
+    DEVICE = "device", "Device"
+    PERSON = "person", "Person"
+    OTHER = "other", "Other"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for approval"
+    APPROVED = "approved", "Approved"
+    PROVISIONING = "provisioning", "Provisioning"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class AccessRequest(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.PROTECT, related_name="requests")
+    requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="access_requests")
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_requests")
+    team = models.CharField(max_length=100)
+    purpose = models.CharField(max_length=500)
+    client_kind = models.CharField(max_length=16, choices=ClientKind.choices)
+    # [{"repository": "myapp/api", "actions": ["content/read", ...]}, ...], merged and sorted.
+    rules = models.JSONField()
+    password_days = models.PositiveIntegerField()
+    retire_on = models.DateField()
+    token_name = models.CharField(max_length=50, blank=True)
+    status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    provision_attempts = models.PositiveSmallIntegerField(default=0)
+    failure_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["requester", "-created_at", "-id"]),
+            models.Index(fields=["status", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.token_name or self.purpose[:30]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("request_detail", args=[self.pk])
+
+    @property
+    def actions(self) -> set[str]:
+        return {action for rule in self.rules for action in rule["actions"]}
+
+    @property
+    def scope_map_actions(self) -> list[str]:
+        return scopes.scope_map_actions(self.rules)
+
+    @property
+    def risks(self) -> list[str]:
+        return scopes.risks(self.rules, self.client_kind)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in {RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING}
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self.status in {RequestStatus.APPROVED, RequestStatus.PROVISIONING}
+
+
+class RequirementQuerySet(models.QuerySet):
+    def unmet(self) -> RequirementQuerySet:
+        return self.annotate(given=models.Count("approvals")).filter(given__lt=models.F("count"))
+
+
+class ApprovalRequirement(models.Model):
+    """One owner group's share of a request's approval, fixed when the request is filed."""
+
+    objects = RequirementQuerySet.as_manager()
+
+    request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="requirements")
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="+")
+    count = models.PositiveSmallIntegerField()
+    repositories = models.JSONField()
+    via_admin_group = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["request", "group"], name="one_requirement_per_group")]
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve", "Approved"
+    REJECT = "reject", "Rejected"
+
+
+class Approval(models.Model):
+    request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(User, on_delete=models.PROTECT, related_name="approvals")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The owner groups this approval counted for, as the approver's memberships stood when they approved.
+    requirements = models.ManyToManyField(ApprovalRequirement, related_name="approvals", blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["request", "approver"], name="one_decision_per_approver")]
+
+
+class TokenStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DISABLED = "disabled", "Disabled"
+    RETIRED = "retired", "Retired"
+
+
+class Token(models.Model):
+    """A token in a registry that the portal made, with who owns it and until when."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.PROTECT, related_name="tokens")
+    name = models.CharField(max_length=50)
+    scope_map_name = models.CharField(max_length=50)
+    request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="token")
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_tokens")
+    team = models.CharField(max_length=100)
+    requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="requested_tokens")
+    purpose = models.CharField(max_length=500)
+    client_kind = models.CharField(max_length=16, choices=ClientKind.choices)
+    rules = models.JSONField()
+    retire_on = models.DateField()
+    status = models.CharField(max_length=16, choices=TokenStatus.choices, default=TokenStatus.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["registry", "name"]
+        constraints = [models.UniqueConstraint(fields=["registry", "name"], name="one_token_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.name}"
+
+    @property
+    def approvers(self) -> list[str]:
+        return [a.approver.get_username() for a in self.request.approvals.all() if a.decision == Decision.APPROVE]
+
+
+class SlotStatus(models.TextChoices):
+    GENERATING = "generating", "Being generated"
+    AWAITING_REVEAL = "awaiting", "Waiting to be revealed"
+    REVEALED = "revealed", "Revealed"
+    REVOKING = "revoking", "Being revoked"
+    REVOKED = "revoked", "Revoked (not revealed in time)"
+
+
+class PasswordSlot(models.Model):
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="slots")
+    name = models.CharField(max_length=9, choices=[("password1", "password1"), ("password2", "password2")])
+    status = models.CharField(max_length=10, choices=SlotStatus.choices, default=SlotStatus.GENERATING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    reveal_by = models.DateTimeField(null=True, blank=True)
+    revealed_at = models.DateTimeField(null=True, blank=True)
+    revealed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["token", "name"], name="one_row_per_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.token} {self.name}"
+
+
+class SealedPassword(models.Model):
+    """A generated password, encrypted, waiting for its one reveal. Deleted in the transaction that reveals it."""
+
+    slot = models.OneToOneField(PasswordSlot, on_delete=models.CASCADE, related_name="sealed")
+    ciphertext = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class AuditEvent(models.Model):
+    """Append-only, hash-chained: each row's hash covers the previous row's, so an edit or a gap shows."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150, help_text="Kept even if the account is deleted.")
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    target_repr = models.CharField(max_length=255)
+    details = models.JSONField(default=dict)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.target_repr}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise PermissionError("Audit events cannot be changed.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit events cannot be deleted.")
+

@@ -1,0 +1,83 @@
+"""E-mails about requests. They carry links to the portal, never a password."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.mail import send_mail
+from django.urls import reverse
+
+from accessreq.models import AccessRequest
+
+log = logging.getLogger(__name__)
+
+
+def _link(path: str) -> str:
+    return f"{settings.SITE_URL}{path}"
+
+
+def _send(subject: str, body: str, recipients: list[str]) -> None:
+    recipients = sorted({r for r in recipients if r})
+    if not recipients:
+        return
+    try:
+        send_mail(f"[{settings.SITE_NAME}] {subject}", body, settings.DEFAULT_FROM_EMAIL, recipients)
+    except Exception:  # noqa: BLE001 - the change is committed already; a lost e-mail must not undo it
+        log.exception("could not send %r to %s", subject, recipients)
+
+
+def _describe(req: AccessRequest) -> str:
+    rules = "\n".join(f"  - {r['repository']}: {', '.join(r['actions'])}" for r in req.rules)
+    return (
+        f"Registry: {req.registry}\nToken: {req.token_name}\nRequested by: {req.requester.get_username()}\n"
+        f"Owner: {req.owner.get_username()} ({req.team})\nPurpose: {req.purpose}\nAccess:\n{rules}\n"
+    )
+
+
+def waiting_for_approval(req: AccessRequest, approvers: list[AbstractBaseUser]) -> None:
+    _send(
+        f"Request #{req.pk} waits for your approval",
+        f"{_describe(req)}\nReview it: {_link(reverse('approval_queue'))}\n",
+        [u.email for u in approvers],
+    )
+
+
+def approved(req: AccessRequest) -> None:
+    _send(
+        f"Request #{req.pk} is approved",
+        f"Your request was approved; the token is being created.\n\n{_describe(req)}\n"
+        f"Follow it: {_link(req.get_absolute_url())}\n",
+        [req.requester.email],
+    )
+
+
+def rejected(req: AccessRequest, by: AbstractBaseUser, comment: str) -> None:
+    _send(
+        f"Request #{req.pk} was rejected",
+        f"{by.get_username()} rejected your request:\n\n  {comment}\n\n{_describe(req)}\n"
+        f"Details: {_link(req.get_absolute_url())}\n",
+        [req.requester.email],
+    )
+
+
+def ready(req: AccessRequest) -> None:
+    _send(
+        f"Token {req.token_name} is ready",
+        f"Your token exists in {req.registry}. Its password can be revealed once, by you, on this page:\n"
+        f"{_link(req.get_absolute_url())}\n\nIt is revoked if not revealed within "
+        f"{settings.REVEAL_TTL_HOURS} hours.\n",
+        [req.requester.email],
+    )
+
+
+def failed(req: AccessRequest, reason: str) -> None:
+    admins = get_user_model().objects.filter(is_superuser=True, is_active=True).values_list("email", flat=True)
+    _send(
+        f"Request #{req.pk} could not be provisioned",
+        f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: "
+        f"{_link(req.get_absolute_url())}\n",
+        [req.requester.email, *admins],
+    )

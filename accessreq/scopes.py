@@ -1,0 +1,91 @@
+"""Repository patterns, actions and scope-map strings: the rules of ACR, in one place.
+
+A request's rules are a list of {"repository": pattern, "actions": [...]}. A pattern is a lowercase OCI repository
+name, a prefix wildcard `prefix/*`, or `*` for every repository. Wildcards are additive and cover repositories
+created later.
+"""
+
+from __future__ import annotations
+
+import re
+
+ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
+ACTION_LABELS = {
+    "content/read": "pull",
+    "content/write": "push",
+    "content/delete": "delete",
+    "metadata/read": "list tags",
+    "metadata/write": "change tag settings",
+}
+WRITE_ACTIONS = frozenset({"content/write", "content/delete", "metadata/write"})
+MAX_ACTIONS_PER_SCOPE_MAP = 500
+SKU_TOKEN_LIMITS = {"Basic": 100, "Standard": 500, "Premium": 50_000}
+
+# The OCI distribution spec's repository name: path components of lowercase alphanumerics joined by separators.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+MAX_REPOSITORY_LENGTH = 256
+
+
+def validate_repository(pattern: str) -> str | None:
+    """None when the pattern is valid, else a sentence saying what is wrong with it."""
+    if not pattern:
+        return "Enter a repository, a prefix ending in /*, or *."
+    if pattern == "*":
+        return None
+    if len(pattern) > MAX_REPOSITORY_LENGTH:
+        return f"A repository name has at most {MAX_REPOSITORY_LENGTH} characters."
+    if "*" in pattern:
+        if pattern.count("*") > 1 or not pattern.endswith("/*"):
+            return "A wildcard is one * at the very end, after a slash: myapp/*."
+        pattern = pattern[:-2]
+    if pattern != pattern.lower():
+        return "Repository names are lowercase."
+    if not _REPOSITORY.match(pattern):
+        return (
+            "Use lowercase letters and digits, with single . _ - or __ between them, and / between path parts."
+        )
+    return None
+
+
+def is_wildcard(pattern: str) -> bool:
+    return pattern.endswith("*")
+
+
+def covers(pattern: str, repository_or_pattern: str) -> bool:
+    """Does `pattern` grant on everything `repository_or_pattern` names? (`myapp/*` covers `myapp/api/*`.)"""
+    if pattern == "*":
+        return True
+    if pattern.endswith("/*"):
+        prefix = pattern[:-1]
+        return repository_or_pattern.startswith(prefix)
+    return pattern == repository_or_pattern
+
+
+def merge_rules(rules: list[tuple[str, list[str]]]) -> list[dict[str, object]]:
+    """Duplicate repositories are merged (actions united), not rejected; the result is sorted, so stable."""
+    merged: dict[str, set[str]] = {}
+    for repository, actions in rules:
+        merged.setdefault(repository, set()).update(actions)
+    return [
+        {"repository": repository, "actions": [a for a in ACTIONS if a in actions]}
+        for repository, actions in sorted(merged.items())
+    ]
+
+
+def scope_map_actions(rules: list[dict]) -> list[str]:
+    return [f"repositories/{rule['repository']}/{action}" for rule in rules for action in rule["actions"]]
+
+
+def risks(rules: list[dict], client_kind: str) -> list[str]:
+    found = []
+    actions = {a for rule in rules for a in rule["actions"]}
+    if actions & {"content/write", "metadata/write"}:
+        found.append("write")
+    if "content/delete" in actions:
+        found.append("delete")
+    if any(is_wildcard(rule["repository"]) for rule in rules):
+        found.append("wildcard")
+    if client_kind == "partner":
+        found.append("partner")
+    return found

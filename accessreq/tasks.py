@@ -1,0 +1,35 @@
+"""Celery tasks: each takes an id, re-reads the database and calls one domain function. No secret ever passes
+through a task's arguments or result."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.app.task import Task
+
+from accessreq import acr, provisioning
+
+
+@shared_task(bind=True, max_retries=None)
+def provision_request(self: Task, request_id: int) -> None:
+    # Attempts are counted in the database, which gives up after PROVISIONING_MAX_ATTEMPTS: hence no max_retries.
+    delay = provisioning.provision(request_id)
+    if delay is not None:
+        raise self.retry(countdown=delay)
+
+
+@shared_task(bind=True, max_retries=8)
+def generate_password(self: Task, slot_id: int) -> None:
+    try:
+        provisioning.generate_slot(slot_id)
+    except acr.TransientError as exc:
+        raise self.retry(countdown=provisioning.retry_delay(self.request.retries + 1, exc.retry_after)) from exc
+
+
+@shared_task
+def sweep_stuck() -> int:
+    return provisioning.sweep_stuck()
+
+
+@shared_task
+def expire_unrevealed() -> int:
+    return provisioning.expire_unrevealed()

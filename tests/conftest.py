@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+
+from portal.celery import app as celery_app
+
+PASSWORD = "test-password-1"
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+
+
+def _use_test_broker() -> None:
+    # A broker of the tests' own, so a demo running on the same machine cannot take the tests' messages.
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        root = Path(settings.VAR_DIR) / "test-broker"
+        shutil.rmtree(root, ignore_errors=True)
+        options = {
+            "data_folder_in": str(root / "queue"),
+            "data_folder_out": str(root / "queue"),
+            "control_folder": str(root / "control"),
+            "store_processed": False,
+        }
+        for folder in ("queue", "control"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        celery_app.conf.broker_transport_options = options
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _use_test_broker()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[object]:
+    from acr_emulator.testing import start_emulator
+
+    emu = start_emulator(lro_polls=1)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def acr(emulator: object, settings: object) -> Iterator[object]:
+    """A clean emulator, and the portal's settings pointing at it."""
+    emulator.reset()  # type: ignore[attr-defined]
+    settings.ACR_ARM_ENDPOINT = emulator.url  # type: ignore[attr-defined]
+    settings.ACR_CREDENTIAL = "emulator"  # type: ignore[attr-defined]
+    settings.ACR_POLLING_INTERVAL = 0  # type: ignore[attr-defined]
+    from accessreq import acr as acr_module
+
+    acr_module._credential.cache_clear()
+    yield emulator
+    emulator.clear_faults()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def celery_worker_session(django_db_blocker: object) -> Iterator[object]:
+    """A real Celery worker consuming from the real broker, in a thread of this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    celery_app.control.purge()
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker
+
+
+@pytest.fixture
+def celery_worker(celery_worker_session: object, transactional_db: None) -> object:
+    # The worker has its own database connection: only a committed transaction is visible to it.
+    return celery_worker_session
+
+
+def make_user(username: str, *groups: Group, **extra: object) -> User:
+    user = User.objects.create_user(
+        username, f"{username}@example.com", PASSWORD, first_name=username.title(), **extra
+    )
+    for group in groups:
+        user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def groups(db: None) -> dict[str, Group]:
+    return {
+        "owners": Group.objects.create(name="myapp-owners"),
+        "shared": Group.objects.create(name="shared-owners"),
+        "admins": Group.objects.create(name="registry-admins"),
+        "security": Group.objects.create(name="security"),
+    }
+
+
+@pytest.fixture
+def requester(groups: dict[str, Group]) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def approver(groups: dict[str, Group]) -> User:
+    return make_user("bob", groups["owners"], groups["admins"])
+
+
+@pytest.fixture
+def second_approver(groups: dict[str, Group]) -> User:
+    return make_user("carol", groups["owners"], groups["admins"])
+
+
+@pytest.fixture
+def security(groups: dict[str, Group]) -> User:
+    return make_user("sam", groups["security"])
+
+
+@pytest.fixture
+def outsider(groups: dict[str, Group]) -> User:
+    return make_user("olive")
+
+
+@pytest.fixture
+def admin_user(groups: dict[str, Group]) -> User:
+    return make_user("root", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def registry(acr: object, groups: dict[str, Group]) -> object:
+    """A registry in the emulator and in the portal: myapp/* owned by myapp-owners, shared/* by shared-owners."""
+    from accessreq import acr as acr_module
+    from accessreq.models import ApprovalRule, Registry
+
+    reg = Registry(
+        subscription_id=SUBSCRIPTION, resource_group="portal-rg", name="contosotest", admin_group=groups["admins"]
+    )
+    reg.login_server = acr_module.ensure_registry(reg, "westeurope", "Standard")
+    reg.save()
+    ApprovalRule.objects.create(registry=reg, pattern="myapp/*", group=groups["owners"])
+    ApprovalRule.objects.create(registry=reg, pattern="shared/*", group=groups["shared"])
+    return reg
+
+
+def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Wait for the worker to reach a state. Not a timing assertion: the bound only stops a broken test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError("the expected state was not reached")
+
+
+def request_data(registry: object, **overrides: object) -> dict[str, object]:
+    """The form fields of a valid request: pull and list on myapp/api."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    data: dict[str, object] = {
+        "registry": registry.pk,  # type: ignore[attr-defined]
+        "rules-TOTAL_FORMS": "1",
+        "rules-INITIAL_FORMS": "0",
+        "rules-0-repository": "myapp/api",
+        "rules-0-actions": ["content/read", "metadata/read"],
+        "purpose": "The payments CI pipeline pulls the base image.",
+        "client_kind": "ci",
+        "owner": "alice",
+        "team": "Payments",
+        "password_days": "30",
+        "retire_on": (timezone.localdate() + timedelta(days=90)).isoformat(),
+    }
+    data.update(overrides)
+    return data
