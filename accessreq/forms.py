@@ -45,7 +45,7 @@ class RuleForm(forms.Form):
         return not (self.cleaned_data.get("repository") or self.cleaned_data.get("actions"))
 
 
-RuleFormSet = formset_factory(RuleForm, extra=0, max_num=50, absolute_max=50, validate_max=True)
+RuleFormSet = formset_factory(RuleForm, extra=0, max_num=200, absolute_max=200, validate_max=True)
 
 
 class RequestForm(forms.Form):

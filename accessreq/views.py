@@ -126,7 +126,7 @@ def _rule_rows(request: AuthedRequest) -> int:
         current = int(request.POST.get("rules-TOTAL_FORMS", "1"))
     except ValueError:
         current = 1
-    return min(max(current, 1), 50)
+    return min(max(current, 1), 200)
 
 
 @login_required

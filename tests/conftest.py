@@ -34,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     _use_test_broker()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: object) -> None:
+    # The named users are made for every test; the real hasher's cost is for attackers, not for the suite.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[object]:
     from acr_emulator.testing import start_emulator

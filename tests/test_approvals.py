@@ -1,0 +1,206 @@
+"""Routed approval: owners approve, never the requester; the queue shows what waits for each approver."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from accessreq import flow, routing
+from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, RequestStatus
+from tests.conftest import PASSWORD, make_user, request_data
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(user) -> Client:
+    client = Client()
+    client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def _file(registry, requester, **overrides) -> AccessRequest:
+    response = _login(requester).post("/requests/new", request_data(registry, **overrides))
+    assert response.status_code == 302, response.context and response.context["new"].rule_errors
+    return AccessRequest.objects.latest("pk")
+
+
+WRITE = {"rules-0-actions": ["content/read", "content/write"]}
+
+
+def test_it_routes_to_the_most_specific_owner(registry, groups) -> None:
+    platform = groups["shared"]
+    ApprovalRule.objects.create(registry=registry, pattern="myapp/api", group=platform)
+    rules = [{"repository": "myapp/api", "actions": ["content/read"]}]
+    assert [r.group.name for r in routing.requirements(registry, rules, None)] == ["shared-owners"]
+    rules = [{"repository": "myapp/web", "actions": ["content/read"]}]
+    assert [r.group.name for r in routing.requirements(registry, rules, None)] == ["myapp-owners"]
+
+
+def test_it_routes_a_wildcard_to_the_owners_inside_it_too(registry, groups) -> None:
+    ApprovalRule.objects.create(registry=registry, pattern="myapp/api", group=groups["shared"])
+    rules = [{"repository": "myapp/*", "actions": ["content/read"]}]
+    assert sorted(r.group.name for r in routing.requirements(registry, rules, None)) == [
+        "myapp-owners",
+        "shared-owners",
+    ]
+
+
+def test_it_routes_uncovered_repositories_to_the_admin_group(registry) -> None:
+    rules = [{"repository": "other/thing", "actions": ["content/read"]}]
+    (req,) = routing.requirements(registry, rules, None)
+    assert req.group == registry.admin_group and req.via_admin_group
+
+
+def test_it_raises_the_count_for_write_per_owner(registry, requester) -> None:
+    rules = [
+        {"repository": "myapp/api", "actions": ["content/read", "content/write"]},
+        {"repository": "other/thing", "actions": ["content/read"]},
+    ]
+    counts = {r.group.name: r.count for r in routing.requirements(registry, rules, requester)}
+    assert counts == {"myapp-owners": 2, "registry-admins": 1}
+
+
+def test_it_needs_each_owner_groups_approval(registry, requester, approver, groups) -> None:
+    dana = make_user("dana", groups["shared"])
+    req = _file(
+        registry,
+        requester,
+        **{"rules-TOTAL_FORMS": "2", "rules-1-repository": "shared/sdk", "rules-1-actions": ["content/read"]},
+    )
+    assert flow.approve(req, approver, "", None) is False
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
+    assert flow.approve(req, dana, "", None) is True
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.APPROVED
+
+
+def test_it_needs_distinct_approvers_for_write(registry, requester, approver, second_approver) -> None:
+    req = _file(registry, requester, **WRITE)
+    bob = _login(approver)
+    assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 302
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
+    # The same approver cannot count twice.
+    assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}, HTTP_HX_REQUEST="true").status_code == 409
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
+    _login(second_approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.APPROVED
+
+
+def test_it_refuses_self_approval_even_in_the_owner_group(registry, approver, second_approver, groups) -> None:
+    make_user("erin", groups["owners"])  # so the group still has two others who can approve
+    req = _file(registry, approver, owner="bob")  # bob files for repositories his own group owns
+    bob = _login(approver)
+    response = bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    assert response.status_code == 403
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
+    assert not req.approvals.exists()
+    assert req.pk not in [r.pk for r in bob.get("/approvals/").context["page"].object_list]
+    with pytest.raises(flow.PermissionDenied):
+        flow.approve(req, approver, "", None)
+
+
+def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver, second_approver) -> None:
+    first = _file(registry, requester)
+    second = _file(registry, requester, **{"rules-0-repository": "myapp/*"}, **WRITE)
+    response = _login(approver).get("/approvals/")
+    rows = list(response.context["page"].object_list)
+    assert [r.pk for r in rows] == [first.pk, second.pk]
+    body = response.content.decode()
+    assert "wildcard" in body and "write" in body
+
+
+def test_it_updates_the_queue_row_in_place(registry, requester, approver) -> None:
+    req = _file(registry, requester)
+    response = _login(approver).post(
+        f"/requests/{req.pk}/decide", {"decision": "approve", "next": "queue"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.strip().startswith(f'<tr id="queue-row-{req.pk}"')
+    assert "Your decision is recorded" in body
+
+
+def test_it_rejects_with_a_comment_and_ends_the_request(
+    registry, requester, approver, mailoutbox, django_capture_on_commit_callbacks
+) -> None:
+    req = _file(registry, requester)
+    bob = _login(approver)
+    assert bob.post(f"/requests/{req.pk}/decide", {"decision": "reject"}, HTTP_HX_REQUEST="true").status_code == 400
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
+    with django_capture_on_commit_callbacks(execute=True):
+        bob.post(f"/requests/{req.pk}/decide", {"decision": "reject", "comment": "Use the shared pull token."})
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.REJECTED
+    assert "Use the shared pull token." in mailoutbox[-1].body
+    assert mailoutbox[-1].to == ["alice@example.com"]
+
+
+def test_it_lets_the_requester_cancel_until_approved(registry, requester, approver) -> None:
+    req = _file(registry, requester)
+    alice = _login(requester)
+    assert _login(approver).post(f"/requests/{req.pk}/cancel").status_code == 403
+    assert alice.post(f"/requests/{req.pk}/cancel").status_code == 302
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.CANCELLED
+    # Approving a cancelled request no longer applies.
+    response = _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 409
+
+
+def test_it_hides_requests_from_outsiders(registry, requester, approver, outsider) -> None:
+    req = _file(registry, requester)
+    olive = _login(outsider)
+    assert olive.get(f"/requests/{req.pk}/").status_code == 404
+    assert olive.get(f"/requests/{req.pk}/status").status_code == 404
+    assert olive.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 404
+    assert olive.post(f"/requests/{req.pk}/cancel").status_code == 404
+    assert olive.get("/approvals/").status_code == 403
+    assert list(olive.get("/requests/").context["page"].object_list) == []
+
+
+def test_it_shows_requests_to_their_approvers_and_security(registry, requester, approver, security) -> None:
+    req = _file(registry, requester)
+    assert _login(approver).get(f"/requests/{req.pk}/").status_code == 200
+    assert _login(security).get(f"/requests/{req.pk}/").status_code == 200
+
+
+def test_it_rejects_get_on_decide(registry, requester, approver) -> None:
+    req = _file(registry, requester)
+    assert _login(approver).get(f"/requests/{req.pk}/decide").status_code == 405
+
+
+def test_it_notifies_the_approvers_when_filed(
+    registry, requester, approver, second_approver, mailoutbox, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        _file(registry, requester)
+    assert sorted(mailoutbox[0].to) == ["bob@example.com", "carol@example.com"]
+    assert "waits for your approval" in mailoutbox[0].subject
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_queues_one_provisioning_for_two_simultaneous_approvals(
+    registry, requester, approver, second_approver, django_capture_on_commit_callbacks
+) -> None:
+    req = _file(registry, requester)  # read only: one approval is enough
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def decide(user) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(flow.approve(AccessRequest.objects.get(pk=req.pk), user, "", None))
+        except flow.TransitionError as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(u,)) for u in (approver, second_approver)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(type, outcomes), key=str) == sorted([bool, flow.TransitionError], key=str)
+    assert outcomes.count(True) == 1
+    assert AuditEvent.objects.filter(action="request.fully_approved").count() == 1
+    assert AccessRequest.objects.get(pk=req.pk).approvals.count() == 1
