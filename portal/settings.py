@@ -119,8 +119,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
-            # A file rather than memory, so a Celery worker in another thread sees the same test database.
-            "TEST": {"NAME": str(VAR_DIR / "test-portal.sqlite3")},
+            # A file rather than memory, so a Celery worker in another thread sees the same test database; one
+            # per process, so two test runs on one machine do not share it.
+            "TEST": {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 def _use_test_broker() -> None:
     # A broker of the tests' own, so a demo running on the same machine cannot take the tests' messages.
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        root = Path(settings.VAR_DIR) / "test-broker"
+        root = Path(settings.VAR_DIR) / f"test-broker-{os.getpid()}"
         shutil.rmtree(root, ignore_errors=True)
         options = {
             "data_folder_in": str(root / "queue"),
@@ -32,6 +33,10 @@ def _use_test_broker() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _use_test_broker()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(Path(settings.VAR_DIR) / f"test-broker-{os.getpid()}", ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -177,3 +182,23 @@ def request_data(registry: object, **overrides: object) -> dict[str, object]:
     }
     data.update(overrides)
     return data
+
+
+@pytest.fixture
+def ready_request(registry: object, requester: User, approver: User) -> object:
+    """A request filed by alice, approved by bob and provisioned in the emulator, its password not yet revealed."""
+    from django.test import Client
+
+    from accessreq import provisioning
+    from accessreq.models import AccessRequest
+
+    alice, bob = Client(), Client()
+    alice.login(username="alice", password=PASSWORD)
+    bob.login(username="bob", password=PASSWORD)
+    assert alice.post("/requests/new", request_data(registry)).status_code == 302
+    req = AccessRequest.objects.get()
+    assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 302
+    # The worker's job, done here in the test's own thread: the same domain function the task calls.
+    assert provisioning.provision(req.pk) is None
+    req.refresh_from_db()
+    return req

@@ -1,0 +1,142 @@
+"""Provisioning converges, never duplicates, fails permanently with a reason, and can be retried by an admin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.test import Client
+from django.utils import timezone
+
+from accessreq import provisioning, scopes
+from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, Token
+from acr_emulator.testing import make_client
+from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(user) -> Client:
+    client = Client()
+    client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def approved(registry, requester, approver) -> AccessRequest:
+    assert _login(requester).post("/requests/new", request_data(registry)).status_code == 302
+    req = AccessRequest.objects.get()
+    _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    req.refresh_from_db()
+    assert req.status == RequestStatus.APPROVED
+    return req
+
+
+def _writes(emulator) -> list[dict]:
+    return [c for c in emulator.requests() if c["method"] in {"PUT", "PATCH", "POST", "DELETE"}]
+
+
+def test_it_creates_exactly_the_approved_scope_map(approved, acr) -> None:
+    provisioning.provision(approved.pk)
+    client = make_client(acr.url, subscription_id=SUBSCRIPTION)
+    scope_map = client.scope_maps.get("portal-rg", "contosotest", approved.token_name)
+    assert sorted(scope_map.actions) == [
+        "repositories/myapp/api/content/read",
+        "repositories/myapp/api/metadata/read",
+    ]
+    token = client.tokens.get("portal-rg", "contosotest", approved.token_name)
+    assert token.status == "enabled" and token.scope_map_id.endswith(f"/scopeMaps/{approved.token_name}")
+    stored = Token.objects.get()
+    assert (stored.owner.username, stored.requester.username, stored.team) == ("alice", "alice", "Payments")
+    assert stored.approvers == ["bob"]
+
+
+def test_it_is_safe_to_run_twice(approved, acr) -> None:
+    provisioning.provision(approved.pk)
+    sealed = bytes(SealedPassword.objects.get().ciphertext)
+    writes = len(_writes(acr))
+    # As if the task were delivered again after the worker died before acknowledging it.
+    AccessRequest.objects.filter(pk=approved.pk).update(status=RequestStatus.PROVISIONING)
+    assert provisioning.provision(approved.pk) is None
+    assert len(_writes(acr)) == writes  # no PUT, no new password
+    assert bytes(SealedPassword.objects.get().ciphertext) == sealed
+    assert Token.objects.count() == 1 and PasswordSlot.objects.count() == 1
+    assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.READY
+    # And a third run on a ready request does nothing at all.
+    assert provisioning.provision(approved.pk) is None
+    assert len(_writes(acr)) == writes
+
+
+def test_it_asks_to_retry_transient_errors_honouring_retry_after(approved, acr, settings) -> None:
+    settings.PROVISIONING_RETRY_SECONDS = 0.01
+    acr.add_fault(count=1, status=429, retry_after=7, operation="tokens.create")
+    delay = provisioning.provision(approved.pk)
+    assert delay is not None and 7 <= delay <= settings.CELERY_RETRY_MAX_DELAY
+    assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.PROVISIONING
+    assert provisioning.provision(approved.pk) is None
+    assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.READY
+
+
+def test_it_gives_up_after_the_attempt_limit(approved, acr, settings, mailoutbox) -> None:
+    settings.PROVISIONING_MAX_ATTEMPTS = 2
+    acr.add_fault(count=10, status=503, operation="scope_maps.create")
+    assert provisioning.provision(approved.pk) is not None
+    assert provisioning.provision(approved.pk) is None
+    req = AccessRequest.objects.get(pk=approved.pk)
+    assert req.status == RequestStatus.FAILED
+    assert "Gave up after 2 attempts" in req.failure_reason and "503" in req.failure_reason
+
+
+def test_it_fails_permanently_on_a_token_it_does_not_own(approved, acr, requester, admin_user) -> None:
+    client = make_client(acr.url, subscription_id=SUBSCRIPTION)
+    client.scope_maps.begin_create(
+        "portal-rg",
+        "contosotest",
+        approved.token_name,
+        {"properties": {"description": "made by hand", "actions": ["repositories/x/content/read"]}},
+    ).result()
+    assert provisioning.provision(approved.pk) is None
+    req = AccessRequest.objects.get(pk=approved.pk)
+    assert req.status == RequestStatus.FAILED
+    assert "not managed by the portal" in req.failure_reason
+    # The hand-made scope map is left as it was.
+    assert client.scope_maps.get("portal-rg", "contosotest", approved.token_name).description == "made by hand"
+    # The requester sees that it failed, not the registry's internals; an admin sees the reason and may retry.
+    assert "not managed by the portal" not in _login(requester).get(f"/requests/{req.pk}/").content.decode()
+    assert _login(requester).post(f"/requests/{req.pk}/retry").status_code == 403
+    admin = _login(admin_user)
+    assert "not managed by the portal" in admin.get(f"/requests/{req.pk}/").content.decode()
+    client.scope_maps.begin_delete("portal-rg", "contosotest", approved.token_name).result()
+    assert admin.post(f"/requests/{req.pk}/retry").status_code == 302
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.APPROVED
+    assert provisioning.provision(req.pk) is None
+    assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.READY
+    assert AuditEvent.objects.filter(action="request.retried", actor_name="root").exists()
+
+
+def test_it_sweeps_requests_stuck_in_provisioning(approved, settings) -> None:
+    assert provisioning.sweep_stuck() == 0
+    later = timezone.now() + timedelta(minutes=settings.PROVISIONING_STUCK_MINUTES + 1)
+    with time_machine.travel(later):
+        assert provisioning.sweep_stuck() == 1
+        assert provisioning.sweep_stuck() == 0  # touched, so not queued twice
+
+
+def test_it_names_tokens_validly_for_acr() -> None:
+    from accessreq.flow import token_name_for
+
+    assert token_name_for("ci", "Payments & Billing", 42) == "ci-payments-billing-42"
+    long_name = token_name_for("partner", "x" * 80, 1234567)
+    assert len(long_name) == 50 and long_name.endswith("-1234567")
+    assert token_name_for("ci", "!!!", 7) == "ci-team-7"
+    for name in (long_name, token_name_for("ci", "a", 1)):
+        assert 5 <= len(name) <= 50 and all(c.isalnum() or c == "-" for c in name)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "ok"),
+    [("myapp/api", True), ("myapp/*", True), ("*", True), ("a.b/c__d/e-f", True), ("myapp/*/x", False)],
+)
+def test_it_validates_patterns(pattern, ok) -> None:
+    assert (scopes.validate_repository(pattern) is None) is ok
