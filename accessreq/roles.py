@@ -6,7 +6,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 SECURITY_GROUP = getattr(settings, "SECURITY_GROUP", "security")
 
@@ -47,3 +47,28 @@ def roles_for(user: AbstractBaseUser | AnonymousUser) -> Roles:
         cached = Roles(user)
         user._portal_roles = cached  # type: ignore[union-attr]
     return cached
+
+
+def visible_requests(user: AbstractBaseUser) -> QuerySet:
+    """What a user may see: their own, those they own, those routed to their groups; everything for security.
+    Everything else is answered with a 404, as if it did not exist."""
+    from accessreq.models import AccessRequest
+
+    qs = AccessRequest.objects.all()
+    roles = roles_for(user)
+    if roles.is_security:
+        return qs
+    routed = AccessRequest.objects.filter(requirements__group__in=roles.group_ids).values("pk")
+    return qs.filter(Q(requester=user) | Q(owner=user) | Q(pk__in=routed))
+
+
+def approval_queue_for(user: AbstractBaseUser) -> QuerySet:
+    """Pending requests where one of the user's groups still owes approvals, not filed by them, not yet decided."""
+    from accessreq.models import AccessRequest, ApprovalRequirement, RequestStatus
+
+    owed = ApprovalRequirement.objects.unmet().filter(group__in=roles_for(user).group_ids).values("request")
+    return (
+        AccessRequest.objects.filter(status=RequestStatus.PENDING, pk__in=owed)
+        .exclude(requester=user)
+        .exclude(approvals__approver=user)
+    )

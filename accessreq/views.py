@@ -27,7 +27,7 @@ from accessreq.models import (
     SlotStatus,
     Token,
 )
-from accessreq.roles import roles_for
+from accessreq.roles import approval_queue_for, roles_for, visible_requests
 
 
 class AuthedRequest(HttpRequest):
@@ -41,19 +41,8 @@ def _paginate(request: HttpRequest, queryset: QuerySet, per_page: int | None = N
     return Paginator(queryset, per_page or settings.PAGE_SIZE).get_page(request.GET.get("page"))
 
 
-def _visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
-    """What a user may see: their own, those they own, those routed to their groups; everything for security."""
-    qs = AccessRequest.objects.all()
-    roles = roles_for(user)
-    if roles.is_security:
-        return qs
-    mine = Q(requester=user) | Q(owner=user)
-    routed = AccessRequest.objects.filter(requirements__group__in=roles.group_ids).values("pk")
-    return qs.filter(mine | Q(pk__in=routed))
-
-
 def _get_request_for_user(request: AuthedRequest, pk: int) -> AccessRequest:
-    found = _visible_requests(request.user).select_related("registry", "requester", "owner").filter(pk=pk).first()
+    found = visible_requests(request.user).select_related("registry", "requester", "owner").filter(pk=pk).first()
     if found is None:
         raise Http404("No such request.")
     return found
@@ -89,7 +78,7 @@ def home(request: AuthedRequest) -> HttpResponse:
     open_requests = AccessRequest.objects.filter(
         requester=user, status__in=[RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING]
     ).count()
-    waiting = _queue_for(user).count() if roles_for(user).is_approver else 0
+    waiting = approval_queue_for(user).count() if roles_for(user).is_approver else 0
     to_reveal = PasswordSlot.objects.filter(token__requester=user, status=SlotStatus.AWAITING_REVEAL).count()
     tokens = Token.objects.filter(owner=user).count()
     recent = _with_related(AccessRequest.objects.filter(requester=user))[:5]
@@ -258,23 +247,12 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
     return redirect(access_request)
 
 
-def _queue_for(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
-    """Pending requests where one of the user's groups still owes approvals, not filed by them, not yet decided."""
-    group_ids = roles_for(user).group_ids
-    owed = ApprovalRequirement.objects.unmet().filter(group__in=group_ids).values("request")
-    return (
-        AccessRequest.objects.filter(status=RequestStatus.PENDING, pk__in=owed)
-        .exclude(requester=user)
-        .exclude(approvals__approver=user)
-    )
-
-
 @login_required
 @require_GET
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     if not roles_for(request.user).is_approver:
         raise PermissionDenied("Only approvers have a queue.")
-    page = _paginate(request, _with_related(_queue_for(request.user)).order_by("created_at", "id"))
+    page = _paginate(request, _with_related(approval_queue_for(request.user)).order_by("created_at", "id"))
     template = "accessreq/queue_rows.html" if request.htmx else "accessreq/queue.html"
     return render(request, template, {"page": page})
 
