@@ -1,0 +1,279 @@
+"""python -m portal.demo: the whole portal on one machine, with one command.
+
+Migrates the database, starts the ACR emulator, seeds the demo data, then runs a Celery worker, Celery beat and
+the web server until Ctrl-C. Nothing else is needed: SQLite and the filesystem broker are the defaults, and
+DATABASE_URL or REDIS_URL are used when set. Running it again is safe; the emulator keeps its registries in
+var/emulator.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NoReturn
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# A prefork Celery worker takes about eight seconds for its warm shutdown.
+STOP_GRACE_SECONDS = 12.0
+STARTUP_TIMEOUT_SECONDS = 60.0
+USERS = (
+    ("alice", "requester"),
+    ("bob", "approver (myapp-owners, registry-admins)"),
+    ("carol", "approver (myapp-owners, shared-owners, registry-admins)"),
+    ("sam", "security"),
+    ("admin", "superuser"),
+)
+PASSWORD = "demo-password"
+
+_print_lock = threading.Lock()
+
+
+def say(name: str, line: str) -> None:
+    # One lock for every writer, so lines from different processes never interleave mid-line.
+    with _print_lock:
+        sys.stdout.write(f"{name:>8} | {line.rstrip()}\n")
+        sys.stdout.flush()
+
+
+class Stop(Exception):
+    """Raised from the signal handler so any step, even a blocking one, ends at once."""
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=BASE_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # A group of its own: Ctrl-C in the terminal reaches only this script, which then stops each child
+            # in order, and a signal to the group also reaches the worker's pool processes.
+            process_group=0,
+        )
+        self.reader = threading.Thread(target=_relay, args=(self.name, self.process.stdout), daemon=True)
+        self.reader.start()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        # The leader alone: a Celery worker then stops its own pool in order, which a signal to every pool
+        # process at once would turn into errors and a slower shutdown.
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+
+    def kill_group(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _relay(name: str, stream: IO[bytes] | None) -> None:
+    if stream is None:
+        return
+    for raw in iter(stream.readline, b""):
+        say(name, raw.decode("utf-8", "replace"))
+    stream.close()
+
+
+def _environment(port: int, emulator_port: int) -> None:
+    # Defaults only: anything the caller exported wins. Set before any child starts, since settings.py reads
+    # the environment once, when Django starts in each of them.
+    defaults = {
+        "DEBUG": "1",
+        "ACR_ARM_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
+        "ACR_CREDENTIAL": "emulator",
+        "ACR_POLLING_INTERVAL": "0.5",
+        "SITE_URL": f"http://127.0.0.1:{port}",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        # Children write through a pipe; unbuffered, their lines show up when they happen.
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # The servers themselves bind with SO_REUSEADDR, so a port left in TIME_WAIT is not "taken" for them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _run_step(name: str, argv: list[str]) -> None:
+    say("demo", f"running {name}")
+    step = Child(name, argv)
+    step.start()
+    assert step.process is not None
+    try:
+        code = step.process.wait()
+    finally:
+        if step.alive():
+            step.kill_group()
+            step.process.wait()
+        if step.reader is not None:
+            step.reader.join(timeout=2)
+    if code != 0:
+        raise SystemExit(f"demo: {name} failed with exit code {code}")
+
+
+def _wait_until(child: Child, url: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while not _answers(url):
+        if not child.alive():
+            raise SystemExit(f"demo: {child.name} exited before {url} answered")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: {url} did not answer within {STARTUP_TIMEOUT_SECONDS:.0f} seconds")
+        time.sleep(0.2)
+
+
+def _stop_all(children: list[Child]) -> None:
+    running = [c for c in reversed(children) if c.process is not None]
+    for child in running:
+        if child.alive():
+            say("demo", f"stopping {child.name}")
+            child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in running:
+        assert child.process is not None
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say("demo", f"{child.name} did not stop within {STOP_GRACE_SECONDS:.0f} seconds; killing it")
+        # Also the leader's own children (the worker's pool), which may outlive a leader that has exited.
+        child.kill_group()
+        child.process.wait()
+    for child in running:
+        if child.reader is not None:
+            child.reader.join(timeout=2)
+
+
+def _ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+def _banner(port: int) -> None:
+    url = f"http://127.0.0.1:{port}"
+    lines = [
+        "",
+        f"ACR Access Portal is running at {url}/",
+        f"Health: {url}/healthz",
+        f"Sign in with password {PASSWORD!r} as:",
+        *(f"  {user:<6} {role}" for user, role in USERS),
+        "E-mails are printed below by the worker and the web server. Stop with Ctrl-C.",
+        "",
+    ]
+    for line in lines:
+        say("demo", line)
+
+
+def _on_signal(signum: int, frame: object) -> NoReturn:
+    # Stopping takes a few seconds; a second Ctrl-C in that time must not abandon children half-stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stop(signal.Signals(signum).name)
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    emulator_port = int(os.environ.get("EMULATOR_PORT", "8765"))
+    _environment(port, emulator_port)
+
+    taken = [p for p in (port, emulator_port) if _port_in_use(p)]
+    if taken:
+        print(
+            f"demo: port {', '.join(map(str, taken))} on 127.0.0.1 is already in use (another demo "
+            "running?). Stop whatever holds it, or choose others with PORT=... EMULATOR_PORT=...",
+            file=sys.stderr,
+        )
+        return 2
+
+    var_dir = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    manage = str(BASE_DIR / "manage.py")
+    emulator = Child(
+        "emulator",
+        [python, "-m", "acr_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
+         "--state", str(var_dir / "emulator.json")],
+    )  # fmt: skip
+    celery = [python, "-m", "celery", "-A", "portal"]
+    services = [
+        Child("worker", [*celery, "worker", "-l", "info", "--concurrency", "2"]),
+        Child("beat", [*celery, "beat", "-l", "info", "-s", str(var_dir / "celerybeat-schedule")]),
+        Child("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"]),
+    ]
+    children = [emulator, *services]
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        _run_step("migrate", [python, manage, "migrate", "--noinput"])
+        say("demo", "starting the ACR emulator")
+        emulator.start()
+        _wait_until(emulator, f"http://127.0.0.1:{emulator_port}/_emulator/health")
+        _run_step("seed", [python, manage, "seed_demo"])
+        for child in services:
+            say("demo", f"starting {child.name}")
+            child.start()
+        web = services[-1]
+        _wait_until(web, f"http://127.0.0.1:{port}/accounts/login/")
+        _banner(port)
+        while True:
+            for child in children:
+                if not child.alive():
+                    assert child.process is not None
+                    say("demo", f"{child.name} {_ended(child.process.returncode)} unexpectedly; stopping the others")
+                    return 1
+            time.sleep(0.5)
+    except Stop as stop:
+        say("demo", f"{stop} received; stopping")
+        return 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            say("demo", exc.code)
+            return 1
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(children)
+        say("demo", "stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

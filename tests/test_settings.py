@@ -1,0 +1,126 @@
+"""Production mode refuses the development secrets; secrets may come from files.
+
+settings.py is read once per process, so each case starts a fresh interpreter with its own environment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+# Prints what the settings decided, or the error that stopped them.
+PROBE = "import django; django.setup(); from django.conf import settings; print(settings.{name})"
+
+
+def _clean_environment(**overrides: str) -> dict[str, str]:
+    # Nothing from the calling shell (a developer's own SECRET_KEY, CI's DATABASE_URL) may decide the outcome.
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY", "PASSWORD_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"}
+        and not key.endswith("_FILE")
+    }
+    environment["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    environment.update(overrides)
+    return environment
+
+
+def _settings(name: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PROBE.format(name=name)],
+        cwd=ROOT,
+        env=_clean_environment(**environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _production(**extra: str) -> dict[str, str]:
+    environment = {
+        "DEBUG": "0",
+        "SECRET_KEY": "a-production-secret-key-" + "x" * 40,
+        "PASSWORD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "portal.example.com",
+    }
+    environment.update(extra)
+    return environment
+
+
+def test_it_starts_in_development_with_no_environment() -> None:
+    result = _settings("DEBUG")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_it_refuses_the_development_secret_key_in_production() -> None:
+    environment = _production()
+    del environment["SECRET_KEY"]
+    result = _settings("DEBUG", **environment)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off." in result.stderr
+
+
+def test_it_refuses_the_development_encryption_key_in_production() -> None:
+    environment = _production()
+    del environment["PASSWORD_ENCRYPTION_KEYS"]
+    result = _settings("DEBUG", **environment)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off." in result.stderr
+
+
+def test_it_refuses_the_development_encryption_key_beside_a_real_one() -> None:
+    from portal.settings import DEV_ENCRYPTION_KEY
+
+    keys = f"{Fernet.generate_key().decode()},{DEV_ENCRYPTION_KEY}"
+    result = _settings("DEBUG", **_production(PASSWORD_ENCRYPTION_KEYS=keys))
+    assert result.returncode != 0
+    assert "PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off." in result.stderr
+
+
+def test_it_starts_in_production_with_proper_secrets() -> None:
+    result = _settings("DEBUG", **_production())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_it_passes_the_system_checks_in_production() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_clean_environment(**_production()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_it_reads_secrets_from_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret_key"
+    secret_file.write_text("a-secret-key-from-a-file-" + "y" * 40 + "\n")
+    keys_file = tmp_path / "encryption_keys"
+    key = Fernet.generate_key().decode()
+    keys_file.write_text(key + "\n")
+    environment = _production(SECRET_KEY_FILE=str(secret_file), PASSWORD_ENCRYPTION_KEYS_FILE=str(keys_file))
+    # The files must win over the variables themselves, which here hold values that would be refused.
+    environment["SECRET_KEY"] = "ignored"
+    del environment["PASSWORD_ENCRYPTION_KEYS"]
+
+    result = _settings("SECRET_KEY, settings.PASSWORD_ENCRYPTION_KEYS", **environment)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{'a-secret-key-from-a-file-' + 'y' * 40} {[key]}"
+
+
+def test_it_reads_the_database_url_from_a_file(tmp_path: Path) -> None:
+    url_file = tmp_path / "database_url"
+    url_file.write_text("postgres://portal:from-a-file@db.example.com:5432/portal\n")
+    result = _settings("DATABASES['default']['HOST']", DATABASE_URL_FILE=str(url_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "db.example.com"
