@@ -237,11 +237,7 @@ def ensure_scope_map(registry: RegistryRef, name: str, actions: list[str], descr
         raise Conflict(f"scope map {name} exists in the registry and is not managed by the portal")
     if existing and sorted(existing.actions) == sorted(actions) and existing.description == description:
         return
-    body = {"properties": {"description": description, "actions": actions}}
-    with _translated():
-        client(registry.subscription_id).scope_maps.begin_create(
-            registry.resource_group, registry.name, name, body
-        ).result()
+    set_scope_map_actions(registry, name, actions, description)
 
 
 def get_token(registry: RegistryRef, name: str) -> TokenInfo | None:
@@ -321,3 +317,44 @@ def ensure_registry(registry: RegistryRef, location: str, sku: str) -> str:
         except ResourceNotFoundError:
             found = ops.begin_create(registry.resource_group, registry.name, body).result()
     return found.login_server
+
+
+def list_tokens(registry: RegistryRef) -> Iterator[TokenInfo]:
+    """Every token in the registry, page by page as ARM hands them out (nextLink), never all in memory at once."""
+    with _translated():
+        for token in client(registry.subscription_id).tokens.list(registry.resource_group, registry.name):
+            yield _token_info(token)
+
+
+def list_scope_maps(registry: RegistryRef) -> Iterator[ScopeMapInfo]:
+    with _translated():
+        for found in client(registry.subscription_id).scope_maps.list(registry.resource_group, registry.name):
+            yield ScopeMapInfo(found.name, list(found.actions or []), found.description or "", found.type or "")
+
+
+def delete_token(registry: RegistryRef, name: str) -> None:
+    """Delete a token; one already gone is fine."""
+    try:
+        with _translated():
+            client(registry.subscription_id).tokens.begin_delete(registry.resource_group, registry.name, name).result()
+    except NotFound:
+        return
+
+
+def delete_scope_map(registry: RegistryRef, name: str) -> None:
+    try:
+        with _translated():
+            client(registry.subscription_id).scope_maps.begin_delete(
+                registry.resource_group, registry.name, name
+            ).result()
+    except NotFound:
+        return
+
+
+def set_scope_map_actions(registry: RegistryRef, name: str, actions: list[str], description: str) -> None:
+    """Write the approved actions back over a scope map that drifted."""
+    body = {"properties": {"description": description, "actions": actions}}
+    with _translated():
+        client(registry.subscription_id).scope_maps.begin_create(
+            registry.resource_group, registry.name, name, body
+        ).result()

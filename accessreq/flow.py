@@ -52,10 +52,15 @@ def submit(cleaned: dict[str, Any], requirements: list, requester: AbstractBaseU
         rules=cleaned["rules"],
         password_days=cleaned["password_days"],
         retire_on=cleaned["retire_on"],
+        renews=cleaned.get("renews"),
         created_at=now,
         updated_at=now,
     )
-    access_request.token_name = token_name_for(access_request.client_kind, access_request.team, access_request.pk)
+    renews = access_request.renews
+    # A change keeps the token's name: on approval its scope map is updated in place.
+    access_request.token_name = (
+        renews.name if renews else token_name_for(access_request.client_kind, access_request.team, access_request.pk)
+    )
     access_request.save(update_fields=["token_name"])
     ApprovalRequirement.objects.bulk_create(
         ApprovalRequirement(
@@ -76,6 +81,7 @@ def submit(cleaned: dict[str, Any], requirements: list, requester: AbstractBaseU
             "rules": access_request.rules,
             "owner": access_request.owner.get_username(),
             "approvals": {r.group.name: r.count for r in requirements},
+            "renews": renews.name if renews else None,
         },
         request=request,
     )

@@ -10,7 +10,7 @@ from django.forms import formset_factory
 from django.utils import timezone
 
 from accessreq import routing, scopes
-from accessreq.models import AccessRequest, ClientKind, Registry, RequestStatus, TokenStatus
+from accessreq.models import LIVE_TOKEN_STATUSES, AccessRequest, ClientKind, Registry, RequestStatus, Token
 
 ACTION_CHOICES = [(a, f"{a} ({scopes.ACTION_LABELS[a]})") for a in scopes.ACTIONS]
 
@@ -67,9 +67,20 @@ class RequestForm(forms.Form):
         help_text="When the token should be disabled and removed.",
     )
 
-    def __init__(self, *args: Any, requester: AbstractBaseUser, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, requester: AbstractBaseUser, renews: Token | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.requester = requester
+        self.renews = renews
+        if renews is not None and not self.is_bound:
+            self.initial.update(
+                registry=renews.registry_id,
+                purpose=renews.purpose,
+                client_kind=renews.client_kind,
+                owner=renews.owner.get_username(),
+                team=renews.team,
+                password_days=renews.password_days,
+                retire_on=renews.retire_on,
+            )
         if not self.is_bound:
             self.initial.setdefault("owner", requester.get_username())
             self.initial.setdefault("password_days", 30)
@@ -109,7 +120,9 @@ class RequestForm(forms.Form):
             elif retire_on > today + timedelta(days=registry.max_retirement_days):
                 latest = today + timedelta(days=registry.max_retirement_days)
                 self.add_error("retire_on", f"{registry} allows retirement dates up to {latest:%Y-%m-%d}.")
-        if _tokens_in_use(registry) >= registry.token_limit:
+        if self.renews is not None and registry != self.renews.registry:
+            self.add_error("registry", f"A change to {self.renews.name} stays in {self.renews.registry}.")
+        if self.renews is None and _tokens_in_use(registry) >= registry.token_limit:
             self.add_error(
                 "registry", f"{registry} has reached its {registry.sku} limit of {registry.token_limit} tokens."
             )
@@ -117,7 +130,8 @@ class RequestForm(forms.Form):
 
 
 def _tokens_in_use(registry: Registry) -> int:
-    live_tokens = registry.tokens.exclude(status=TokenStatus.RETIRED).count()
+    live_tokens = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES).count()
+    live_tokens += registry.unmanaged_tokens.count()
     in_flight = AccessRequest.objects.filter(
         registry=registry, status__in=[RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING]
     ).count()
@@ -127,10 +141,15 @@ def _tokens_in_use(registry: Registry) -> int:
 class NewRequest:
     """The request form and its rules together: one `is_valid`, errors next to each field."""
 
-    def __init__(self, requester: AbstractBaseUser, data: Any = None, rule_rows: int = 1) -> None:
+    def __init__(
+        self, requester: AbstractBaseUser, data: Any = None, rule_rows: int = 1, renews: Token | None = None
+    ) -> None:
         self.requester = requester
-        self.form = RequestForm(data, requester=requester)
+        self.renews = renews
+        self.form = RequestForm(data, requester=requester, renews=renews)
         initial = None if data is not None else [{}] * rule_rows
+        if renews is not None and data is None:
+            initial = [{"repository": r["repository"], "actions": r["actions"]} for r in renews.rules] or [{}]
         self.rules = RuleFormSet(data, prefix="rules", initial=initial)
         self.rule_errors: list[str] = []
         self.merged_rules: list[dict] = []
@@ -143,6 +162,12 @@ class NewRequest:
         return self._valid
 
     def _validate(self) -> bool:
+        if not self.form.is_bound:
+            # A form not yet submitted: a change starts from the token's current access, for the preview.
+            if self.renews is not None:
+                self.merged_rules = self.renews.rules
+                self.requirements = routing.requirements(self.renews.registry, self.merged_rules, self.requester)
+            return False
         form_ok = self.form.is_valid()
         rules_ok = self.rules.is_valid()
         self.rule_errors = list(self.rules.non_form_errors())
@@ -175,4 +200,4 @@ class NewRequest:
 
     @property
     def cleaned(self) -> dict[str, Any]:
-        return {**self.form.cleaned_data, "rules": self.merged_rules}
+        return {**self.form.cleaned_data, "rules": self.merged_rules, "renews": self.renews}

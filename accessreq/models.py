@@ -129,6 +129,10 @@ class AccessRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     provision_attempts = models.PositiveSmallIntegerField(default=0)
     failure_reason = models.TextField(blank=True)
+    # A change to an existing token (new scope or a later retirement): approved like any request, applied in place.
+    renews = models.ForeignKey(
+        "Token", null=True, blank=True, on_delete=models.PROTECT, related_name="renewals"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -207,7 +211,25 @@ class Approval(models.Model):
 class TokenStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     DISABLED = "disabled", "Disabled"
+    RETIRING = "retiring", "Retiring (disabled, to be deleted)"
     RETIRED = "retired", "Retired"
+    GONE = "gone", "Deleted outside the portal"
+
+
+LIVE_TOKEN_STATUSES = [TokenStatus.ACTIVE, TokenStatus.DISABLED, TokenStatus.RETIRING]
+
+
+class Team(models.Model):
+    """A team's shared address, for reminders about the tokens it owns. Tokens name their team in free text."""
+
+    name = models.CharField(max_length=100, unique=True)
+    email = models.EmailField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Token(models.Model):
@@ -216,7 +238,10 @@ class Token(models.Model):
     registry = models.ForeignKey(Registry, on_delete=models.PROTECT, related_name="tokens")
     name = models.CharField(max_length=50)
     scope_map_name = models.CharField(max_length=50)
-    request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="token")
+    # The request that made it; none for a token adopted from the registry by security.
+    request = models.OneToOneField(
+        AccessRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="token"
+    )
     owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_tokens")
     team = models.CharField(max_length=100)
     requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="requested_tokens")
@@ -224,8 +249,17 @@ class Token(models.Model):
     client_kind = models.CharField(max_length=16, choices=ClientKind.choices)
     rules = models.JSONField()
     retire_on = models.DateField()
+    password_days = models.PositiveIntegerField(default=30, help_text="Lifetime of each new password.")
     status = models.CharField(max_length=16, choices=TokenStatus.choices, default=TokenStatus.ACTIVE)
+    status_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    last_rotated_at = models.DateTimeField(null=True, blank=True)
+    let_expire = models.BooleanField(default=False, help_text="The owner wants no more reminders.")
+    delete_after = models.DateTimeField(null=True, blank=True)
+    orphaned_at = models.DateTimeField(null=True, blank=True)
+    # What reconcile last found in the registry's scope map, when it differs from what was approved.
+    drift_actions = models.JSONField(null=True, blank=True)
+    drift_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["registry", "name"]
@@ -234,17 +268,35 @@ class Token(models.Model):
     def __str__(self) -> str:
         return f"{self.registry}/{self.name}"
 
+    def get_absolute_url(self) -> str:
+        return reverse("token_detail", args=[self.pk])
+
+    @property
+    def approved_actions(self) -> list[str]:
+        return scopes.scope_map_actions(self.rules)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_TOKEN_STATUSES
+
     @property
     def approvers(self) -> list[str]:
+        if self.request is None:
+            return []
         return [a.approver.get_username() for a in self.request.approvals.all() if a.decision == Decision.APPROVE]
 
 
 class SlotStatus(models.TextChoices):
     GENERATING = "generating", "Being generated"
     AWAITING_REVEAL = "awaiting", "Waiting to be revealed"
-    REVEALED = "revealed", "Revealed"
-    REVOKING = "revoking", "Being revoked"
-    REVOKED = "revoked", "Revoked (not revealed in time)"
+    REVEALED = "revealed", "In use"
+    EXPIRED = "expired", "Expired"
+    REVOKING = "revoking", "Being deleted"
+    REVOKED = "revoked", "Deleted"
+
+
+# Slots whose password may be in use by a client: the ones a rotation must not overwrite.
+SLOTS_IN_USE = [SlotStatus.GENERATING, SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED]
 
 
 class PasswordSlot(models.Model):
@@ -256,6 +308,11 @@ class PasswordSlot(models.Model):
     reveal_by = models.DateTimeField(null=True, blank=True)
     revealed_at = models.DateTimeField(null=True, blank=True)
     revealed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Who may reveal it: the requester for the first password, whoever rotated for a later one.
+    requested_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # After a rotation, the old slot stays valid until its owner confirms the switch or this time passes.
+    retire_after = models.DateTimeField(null=True, blank=True)
+    generation = models.PositiveIntegerField(default=0, help_text="How many times this slot was generated.")
 
     class Meta:
         ordering = ["name"]
@@ -263,6 +320,55 @@ class PasswordSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token} {self.name}"
+
+
+class Reminder(models.Model):
+    """A reminder sent: each (token, subject, due date, days before) once per address, however often the job runs."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="reminders")
+    # "retirement", or a slot name for a password's expiry; `due` tells one expiry from the next after rotation.
+    subject = models.CharField(max_length=16)
+    due = models.DateTimeField()
+    days_before = models.PositiveSmallIntegerField()
+    email = models.EmailField()
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token", "subject", "due", "days_before", "email"], name="one_reminder_each"
+            )
+        ]
+
+
+class Digest(models.Model):
+    """One reminder e-mail per address per day."""
+
+    email = models.EmailField()
+    day = models.DateField()
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["email", "day"], name="one_digest_per_day")]
+
+
+class UnmanagedToken(models.Model):
+    """A token found in a registry that the portal did not make. Security adopts or disables it."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="unmanaged_tokens")
+    name = models.CharField(max_length=50)
+    scope_map_name = models.CharField(max_length=50)
+    actions = models.JSONField(default=list)
+    status = models.CharField(max_length=16)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["registry", "name"]
+        constraints = [models.UniqueConstraint(fields=["registry", "name"], name="one_unmanaged_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.name} (unmanaged)"
 
 
 class SealedPassword(models.Model):

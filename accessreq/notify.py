@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from accessreq.models import AccessRequest
+from accessreq.models import AccessRequest, Token
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +80,48 @@ def failed(req: AccessRequest, reason: str) -> None:
         f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: "
         f"{_link(req.get_absolute_url())}\n",
         [req.requester.email, *admins],
+    )
+
+
+def token_changed(token: Token, what: str) -> None:
+    _send(
+        f"Token {token.name} {what}",
+        f"Token {token.name} in {token.registry} {what}.\n\nDetails: {_link(token.get_absolute_url())}\n",
+        [token.owner.email],
+    )
+
+
+def transferred(token: Token, previous: AbstractBaseUser, new_owner: AbstractBaseUser, by: AbstractBaseUser) -> None:
+    _send(
+        f"Token {token.name} has a new owner",
+        f"{by.get_username()} handed token {token.name} in {token.registry} from {previous.get_username()} "
+        f"to {new_owner.get_username()}.\n\nDetails: {_link(token.get_absolute_url())}\n",
+        [previous.email, new_owner.email],
+    )
+
+
+def orphaned(token: Token, team_email: str, security: list[str]) -> None:
+    _send(
+        f"Token {token.name} has lost its owner",
+        f"The account of {token.owner.get_username()}, owner of token {token.name} in {token.registry} "
+        f"(team {token.team}), was deactivated. Hand the token to someone else or retire it:\n"
+        f"{_link(token.get_absolute_url())}\n",
+        [team_email, *security],
+    )
+
+
+def reminder_digest(address: str, items: list) -> None:
+    lines = []
+    for item in sorted(items, key=lambda i: i.due):
+        what = "is retired" if item.subject == "retirement" else f"password {item.subject} expires"
+        lines.append(
+            f"- {item.token.name} in {item.token.registry} {what} on {item.due:%Y-%m-%d} "
+            f"(in {item.days_before} day{'s' if item.days_before != 1 else ''} or less): "
+            f"{_link(item.token.get_absolute_url())}"
+        )
+    _send(
+        "Tokens that need you soon",
+        "These tokens need attention. Rotate a password, ask for a later retirement, or mark a token "
+        "'let it expire' to stop these reminders.\n\n" + "\n".join(lines) + "\n",
+        [address],
     )

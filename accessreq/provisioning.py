@@ -28,6 +28,7 @@ from accessreq.models import (
     SealedPassword,
     SlotStatus,
     Token,
+    TokenStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,12 @@ def provision(request_id: int) -> float | None:
         if req.provision_attempts == 1:
             audit.record("request.provisioning", actor=None, target=req, details={"token": req.token_name})
     try:
-        slot = _ensure_in_registry(req)
-        if slot.status == SlotStatus.GENERATING:
-            generate_slot(slot.pk)
+        if req.renews_id is not None:
+            _apply_change(req)
+        else:
+            slot = _ensure_in_registry(req)
+            if slot.status == SlotStatus.GENERATING:
+                generate_slot(slot.pk)
     except acr.TransientError as exc:
         if req.provision_attempts >= settings.PROVISIONING_MAX_ATTEMPTS:
             fail(req, f"Gave up after {req.provision_attempts} attempts. Last error: {exc}")
@@ -95,6 +99,7 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 "client_kind": req.client_kind,
                 "rules": req.rules,
                 "retire_on": req.retire_on,
+                "password_days": req.password_days,
             },
         )
         if created:
@@ -104,17 +109,40 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 target=token,
                 details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
             )
-        slot, _ = PasswordSlot.objects.get_or_create(token=token, name="password1")
+        slot, _ = PasswordSlot.objects.get_or_create(
+            token=token, name="password1", defaults={"requested_by": req.requester}
+        )
     return slot
+
+
+def _apply_change(req: AccessRequest) -> None:
+    """An approved change to an existing token: its scope map is rewritten in place, its passwords stay."""
+    token = Token.objects.select_related("registry").get(pk=req.renews_id)
+    if token.status not in (TokenStatus.ACTIVE, TokenStatus.DISABLED):
+        raise acr.Invalid(f"token {token.name} is {token.get_status_display().lower()}; it can no longer change")
+    acr.ensure_scope_map(
+        token.registry,
+        token.scope_map_name,
+        req.scope_map_actions,
+        f"{acr.MANAGED_MARKER} (request {token.request_id or req.pk})",
+    )
+    before = {"rules": token.rules, "retire_on": token.retire_on, "password_days": token.password_days}
+    after = {"rules": req.rules, "retire_on": req.retire_on, "password_days": req.password_days}
+    if before == after and token.drift_actions is None:
+        return  # applied by an earlier run of this task
+    with transaction.atomic():
+        Token.objects.filter(pk=token.pk).update(**after, drift_actions=None, drift_seen_at=None)
+        audit.record("token.changed", actor=None, target=token, details={"request": req.pk, "before": before,
+                                                                          "after": after})
 
 
 def generate_slot(slot_id: int) -> None:
     """Generate a slot's password and seal it for its one reveal. Only a slot marked GENERATING is touched."""
-    slot = PasswordSlot.objects.select_related("token__registry", "token__request").get(pk=slot_id)
+    slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
     if slot.status != SlotStatus.GENERATING:
         return
     token = slot.token
-    expires_at = timezone.now() + timedelta(days=token.request.password_days)
+    expires_at = timezone.now() + timedelta(days=token.password_days)
     generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
     now = timezone.now()
     with transaction.atomic():
@@ -125,6 +153,7 @@ def generate_slot(slot_id: int) -> None:
             reveal_by=now + timedelta(hours=settings.REVEAL_TTL_HOURS),
             revealed_at=None,
             revealed_by=None,
+            generation=F("generation") + 1,
         )
         if moved != 1:
             return
@@ -165,8 +194,8 @@ class RevealRefused(Exception):
 def reveal(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | None) -> Revealed:
     """Hand the password over once. The claim is a conditional update: of two simultaneous reveals, one wins."""
     token = slot.token
-    if user.pk != token.requester_id:
-        raise PermissionDenied("Only the requester can reveal this password.")
+    if user.pk != slot.requested_by_id:
+        raise PermissionDenied("Only the person who asked for this password can reveal it.")
     now = timezone.now()
     with transaction.atomic():
         claimed = PasswordSlot.objects.filter(
@@ -199,8 +228,8 @@ def request_new_password(slot: PasswordSlot, user: AbstractBaseUser, request: Ht
     """After a revoked slot, the requester asks for a fresh password: same approval, new value."""
     from accessreq import tasks
 
-    if user.pk != slot.token.requester_id:
-        raise PermissionDenied("Only the requester can ask for a new password.")
+    if user.pk != slot.requested_by_id:
+        raise PermissionDenied("Only the person who asked for this password can ask for a new one.")
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.REVOKED).update(
             status=SlotStatus.GENERATING

@@ -6,7 +6,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.app.task import Task
 
-from accessreq import acr, provisioning
+from accessreq import acr, lifecycle, provisioning
+from accessreq.models import Registry
 
 
 @shared_task(bind=True, max_retries=None)
@@ -33,3 +34,46 @@ def sweep_stuck() -> int:
 @shared_task
 def expire_unrevealed() -> int:
     return provisioning.expire_unrevealed()
+
+
+@shared_task
+def mark_expired() -> int:
+    return lifecycle.mark_expired()
+
+
+@shared_task
+def send_reminders() -> int:
+    return lifecycle.send_reminders()
+
+
+@shared_task
+def finish_rotations() -> int:
+    return lifecycle.finish_rotations()
+
+
+@shared_task
+def retire_due() -> int:
+    return lifecycle.retire_due()
+
+
+@shared_task
+def delete_retired() -> int:
+    return lifecycle.delete_retired()
+
+
+@shared_task
+def flag_orphans() -> int:
+    return lifecycle.flag_orphans()
+
+
+@shared_task
+def reconcile_registries() -> int:
+    # One registry's failure must not stop the others; each is read again on the next run.
+    done = 0
+    for registry in Registry.objects.filter(active=True):
+        try:
+            lifecycle.reconcile(registry)
+            done += 1
+        except acr.AcrError:
+            continue
+    return done

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accessreq import views
+from accessreq import token_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,4 +19,21 @@ urlpatterns = [
     path("requests/<int:pk>/new-password", views.new_password, name="new_password"),
     path("approvals/", views.approval_queue, name="approval_queue"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("tokens/", token_views.token_list, name="token_list"),
+    path("tokens/<int:pk>/", token_views.token_detail, name="token_detail"),
+    path("tokens/<int:pk>/rotate", token_views.token_rotate, name="token_rotate"),
+    path("tokens/<int:pk>/confirm-switch", token_views.token_confirm_switch, name="token_confirm_switch"),
+    path("tokens/<int:pk>/reveal/<str:slot>", token_views.token_reveal, name="token_reveal"),
+    path("tokens/<int:pk>/disable", token_views.token_disable, name="token_disable"),
+    path("tokens/<int:pk>/enable", token_views.token_enable, name="token_enable"),
+    path("tokens/<int:pk>/retire", token_views.token_retire, name="token_retire"),
+    path("tokens/<int:pk>/transfer", token_views.token_transfer, name="token_transfer"),
+    path("tokens/<int:pk>/let-expire", token_views.token_let_expire, name="token_let_expire"),
+    path("tokens/<int:pk>/restore", token_views.token_restore, name="token_restore"),
+    path("security/", token_views.security_dashboard, name="security"),
+    path("registries/<int:pk>/reconcile", token_views.registry_reconcile, name="registry_reconcile"),
+    path("unmanaged/<int:pk>/adopt", token_views.unmanaged_adopt, name="unmanaged_adopt"),
+    path("unmanaged/<int:pk>/disable", token_views.unmanaged_disable, name="unmanaged_disable"),
+    path("api-keys/", views.api_keys, name="api_keys"),
+    path("api-keys/<int:pk>/revoke", views.api_key_revoke, name="api_key_revoke"),
 ]

@@ -15,10 +15,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from accessreq import flow, health, provisioning, scopes
+from accessreq import apikeys, flow, health, provisioning, scopes
 from accessreq.forms import NewRequest
 from accessreq.models import (
     AccessRequest,
+    ApiKey,
     Approval,
     ApprovalRequirement,
     AuditEvent,
@@ -26,6 +27,7 @@ from accessreq.models import (
     RequestStatus,
     SlotStatus,
     Token,
+    TokenStatus,
 )
 from accessreq.roles import approval_queue_for, roles_for, visible_requests
 
@@ -121,19 +123,24 @@ def _rule_rows(request: AuthedRequest) -> int:
 @login_required
 @require_http_methods(["GET", "POST"])
 def request_new(request: AuthedRequest) -> HttpResponse:
+    renews = _token_to_change(request)
+    base = {"renews": renews}
     if request.method == "GET":
-        new = NewRequest(request.user)
-        return render(request, "accessreq/request_new.html", {"new": new, "preview": None})
+        new = NewRequest(request.user, renews=renews)
+        preview = _preview(new) if renews else None
+        return render(request, "accessreq/request_new.html", {**base, "new": new, "preview": preview})
     if "add_rule" in request.POST:
         # Works without JavaScript: the form comes back with one more empty rule and nothing is validated yet.
         data = request.POST.copy()
         data["rules-TOTAL_FORMS"] = str(_rule_rows(request) + 1)
-        new = NewRequest(request.user, data)
-        return render(request, "accessreq/request_new.html", {"new": new, "preview": _preview(new), "adding": True})
-    new = NewRequest(request.user, request.POST)
+        new = NewRequest(request.user, data, renews=renews)
+        context = {**base, "new": new, "preview": _preview(new), "adding": True}
+        return render(request, "accessreq/request_new.html", context)
+    new = NewRequest(request.user, request.POST, renews=renews)
     if not new.is_valid():
         status = 422 if request.htmx else 200
-        return render(request, "accessreq/request_new.html", {"new": new, "preview": _preview(new)}, status=status)
+        context = {**base, "new": new, "preview": _preview(new)}
+        return render(request, "accessreq/request_new.html", context, status=status)
     created = flow.submit(new.cleaned, new.requirements, request.user, request)
     messages.success(request, f"Request #{created.pk} is filed and waits for approval.")
     return redirect(created)
@@ -143,7 +150,7 @@ def _preview(new: NewRequest) -> dict[str, object]:
     """What the request will create, computed from whatever is valid so far."""
     new.is_valid()
     rules = new.merged_rules
-    data = new.form.cleaned_data
+    data = getattr(new.form, "cleaned_data", None) or {**new.form.initial}
     client_kind = data.get("client_kind") or "ci"
     actions = scopes.scope_map_actions(rules)
     return {
@@ -159,10 +166,29 @@ def _preview(new: NewRequest) -> dict[str, object]:
     }
 
 
+def _token_to_change(request: AuthedRequest) -> Token | None:
+    """A renewal or change starts from a token its owner (or security) manages: ?renew=<id>, kept in the form."""
+    from accessreq import lifecycle
+
+    raw = request.GET.get("renew") or request.POST.get("renew")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise Http404("No such token.")
+    token = lifecycle.tokens_for(request.user).select_related("registry", "owner").filter(pk=int(raw)).first()
+    if token is None:
+        raise Http404("No such token.")
+    if not lifecycle.can_manage(token, request.user):
+        raise PermissionDenied("Only the token's owner or security can ask to change it.")
+    if token.status not in (TokenStatus.ACTIVE, TokenStatus.DISABLED):
+        raise PermissionDenied("A retired token cannot change.")
+    return token
+
+
 @login_required
 @require_POST
 def request_preview(request: AuthedRequest) -> HttpResponse:
-    new = NewRequest(request.user, request.POST)
+    new = NewRequest(request.user, request.POST, renews=_token_to_change(request))
     return render(request, "accessreq/preview.html", {"preview": _preview(new)})
 
 
@@ -290,18 +316,19 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
 
 
 def _get_slot_for_requester(request: AuthedRequest, pk: int) -> PasswordSlot:
-    """The request's first password slot. Anyone who may see the request gets a 403; others a 404."""
+    """The request's first password. Who may see the request but did not ask for it gets a 403; others a 404."""
     access_request = _get_request_for_user(request, pk)
     slot = (
         PasswordSlot.objects.select_related("token__registry", "token__request")
-        .filter(token__request=access_request)
-        .order_by("name")
+        .filter(token__request=access_request, name="password1")
         .first()
     )
-    if request.user.pk != access_request.requester_id:
-        raise PermissionDenied("Only the requester can reveal this password.")
     if slot is None:
+        if request.user.pk != access_request.requester_id:
+            raise PermissionDenied("Only the requester can reveal this password.")
         raise Http404("This request has no password yet.")
+    if request.user.pk != slot.requested_by_id:
+        raise PermissionDenied("Only the person who asked for this password can reveal it.")
     return slot
 
 
@@ -310,12 +337,14 @@ def _get_slot_for_requester(request: AuthedRequest, pk: int) -> PasswordSlot:
 @require_POST
 def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     slot = _get_slot_for_requester(request, pk)
+    back = {"back_url": reverse("request_detail", args=[pk]), "back_label": f"Back to request #{pk}"}
     try:
         revealed = provisioning.reveal(slot, request.user, request)
     except provisioning.RevealRefused as exc:
-        context = {"slot": slot, "req": slot.token.request, "reason": str(exc), "revealed_at": exc.revealed_at}
+        context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
         return render(request, "accessreq/reveal_refused.html", context, status=410)
-    response = render(request, "accessreq/reveal.html", {"revealed": revealed, "req": slot.token.request})
+    context = {"revealed": revealed, "regenerated": slot.generation > 1, **back}
+    response = render(request, "accessreq/reveal.html", context)
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
     return response
@@ -346,3 +375,38 @@ def audit_log(request: AuthedRequest) -> HttpResponse:
     page = _paginate(request, qs, per_page=50)
     context = {"page": page, "action": action, "extra_query": urlencode({"action": action}) if action else ""}
     return render(request, "accessreq/audit_log.html", context)
+
+
+def _api_keys_page(
+    request: AuthedRequest, form: apikeys.NewKeyForm, new_key: tuple[ApiKey, str] | None = None
+) -> HttpResponse:
+    keys = ApiKey.objects.filter(user=request.user).order_by("-created_at", "-id")
+    return render(request, "accessreq/api_keys.html", {"keys": keys, "form": form, "new_key": new_key})
+
+
+# never_cache sends no-store: the page that shows a new key must not be kept by the browser or a proxy.
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request: AuthedRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _api_keys_page(request, apikeys.NewKeyForm())
+    form = apikeys.NewKeyForm(request.POST)
+    if not form.is_valid():
+        return _api_keys_page(request, form)
+    # Rendered rather than redirected: the key exists in plaintext only in this response, never in the session.
+    new_key = apikeys.create(request.user, form.cleaned_data["name"], form.cleaned_data["days"], request=request)
+    return _api_keys_page(request, apikeys.NewKeyForm(), new_key=new_key)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request: AuthedRequest, pk: int) -> HttpResponse:
+    key = ApiKey.objects.filter(user=request.user, pk=pk).first()
+    if key is None:
+        raise Http404("No such key.")
+    if apikeys.revoke(key, request.user, request):
+        messages.success(request, f"The key {key.name} ({key.prefix}) is revoked.")
+    else:
+        messages.error(request, f"The key {key.name} ({key.prefix}) was already revoked.")
+    return redirect("api_keys")

@@ -216,9 +216,17 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Every job is idempotent, so running one more often than listed here, or twice at once, does no harm.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-provisioning": {"task": "accessreq.tasks.sweep_stuck", "schedule": 60.0},
     "expire-unrevealed-passwords": {"task": "accessreq.tasks.expire_unrevealed", "schedule": 300.0},
+    "finish-rotations": {"task": "accessreq.tasks.finish_rotations", "schedule": 600.0},
+    "mark-expired-passwords": {"task": "accessreq.tasks.mark_expired", "schedule": 900.0},
+    "retire-due-tokens": {"task": "accessreq.tasks.retire_due", "schedule": 3600.0},
+    "delete-retired-tokens": {"task": "accessreq.tasks.delete_retired", "schedule": 3600.0},
+    "flag-orphaned-tokens": {"task": "accessreq.tasks.flag_orphans", "schedule": 3600.0},
+    "send-reminders": {"task": "accessreq.tasks.send_reminders", "schedule": 3600.0},
+    "reconcile-registries": {"task": "accessreq.tasks.reconcile_registries", "schedule": 6 * 3600.0},
 }
 
 # Azure Container Registry. ACR_ARM_ENDPOINT is Azure's Resource Manager unless it points at the local emulator.
@@ -252,3 +260,8 @@ LOGGING = {
         "azure": {"level": "WARNING"},
     },
 }
+
+# Token lifecycle.
+ROTATION_GRACE_DAYS = envint("ROTATION_GRACE_DAYS", 7)
+RETIREMENT_GRACE_DAYS = envint("RETIREMENT_GRACE_DAYS", 7)
+REMINDER_DAYS = [int(d) for d in envlist("REMINDER_DAYS", "14,7,1")]
