@@ -359,3 +359,10 @@ def test_it_runs_the_same_actions_from_the_command_line(token, requester, capsys
     call_command("maintenance", "mark-expired", "send-reminders")
     assert "mark-expired: 0" in capsys.readouterr().out
     assert AuditEvent.objects.filter(action="token.disabled", actor_name="alice").exists()
+
+
+def test_it_keeps_the_token_to_change_in_the_form(token, requester) -> None:
+    token, _ = token
+    body = _login(requester).get(f"/requests/new?renew={token.pk}").content.decode()
+    assert f'<input type="hidden" name="renew" value="{token.pk}">' in body
+    assert f"Change token <code>{token.name}</code>" in body
