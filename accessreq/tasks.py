@@ -67,6 +67,13 @@ def flag_orphans() -> int:
 
 
 @shared_task
+def reconcile_registry(registry_id: int, user_id: int | None = None) -> None:
+    registry = Registry.objects.filter(pk=registry_id, active=True).first()
+    if registry is not None:
+        lifecycle.reconcile(registry, actor_id=user_id)
+
+
+@shared_task
 def reconcile_registries() -> int:
     # One registry's failure must not stop the others; each is read again on the next run.
     done = 0

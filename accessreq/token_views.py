@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from accessreq import acr, lifecycle, provisioning
+from accessreq import acr, lifecycle, provisioning, tasks
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     PasswordSlot,
@@ -290,16 +290,9 @@ def registry_reconcile(request: AuthedRequest, pk: int) -> HttpResponse:
     registry = Registry.objects.filter(pk=pk, active=True).first()
     if registry is None:
         raise Http404("No such registry.")
-    try:
-        report = lifecycle.reconcile(registry, request.user, request)
-    except acr.AcrError as exc:
-        messages.error(request, f"The registry could not be read: {exc}")
-    else:
-        messages.success(
-            request,
-            f"{registry}: {report.seen} tokens read; {report.unmanaged} unmanaged, {report.drifted} drifted, "
-            f"{report.gone} deleted outside the portal.",
-        )
+    # A registry may hold thousands of tokens: reading them is the worker's job, not the web request's.
+    tasks.reconcile_registry.delay(registry.pk, request.user.pk)
+    messages.success(request, f"Reconciling {registry} has started; its findings appear here when it is done.")
     return redirect("security")
 
 

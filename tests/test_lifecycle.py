@@ -366,3 +366,11 @@ def test_it_keeps_the_token_to_change_in_the_form(token, requester) -> None:
     body = _login(requester).get(f"/requests/new?renew={token.pk}").content.decode()
     assert f'<input type="hidden" name="renew" value="{token.pk}">' in body
     assert f"Change token <code>{token.name}</code>" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reconciles_on_demand_on_the_worker(celery_worker, registry, security) -> None:
+    response = _login(security).post(f"/registries/{registry.pk}/reconcile")
+    assert response.status_code == 302 and response["Location"] == "/security/"
+    wait_until(lambda: AuditEvent.objects.filter(action="registry.reconciled").exists())
+    assert AuditEvent.objects.get(action="registry.reconciled").actor_name == "sam"
