@@ -21,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import acr, audit, notify, routing
+from accessreq import acr, audit, notify, provisioning, routing
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     SLOTS_IN_USE,
@@ -150,7 +150,7 @@ def confirm_switch(token: Token, user: AbstractBaseUser, request: HttpRequest | 
             raise LifecycleError("Reveal the new password before switching away from the old one.")
         for slot in old:
             _start_removal(slot, "switch confirmed", user, request)
-    remove_pending_slots(token)
+    provisioning.remove_pending_slots(token)
     return [s.name for s in old]
 
 
@@ -164,27 +164,6 @@ def _start_removal(slot: PasswordSlot, reason: str, user: AbstractBaseUser | Non
     return True
 
 
-def remove_pending_slots(token: Token | None = None) -> int:
-    """Delete in the registry every slot marked for removal. What Azure refuses now is tried again next run."""
-    pending = PasswordSlot.objects.filter(status=SlotStatus.REVOKING).select_related("token__registry")
-    if token is not None:
-        pending = pending.filter(token=token)
-    removed = 0
-    for slot in pending:
-        try:
-            acr.delete_password(slot.token.registry, slot.token.name, slot.name)
-        except acr.AcrError as exc:
-            log.warning("slot %s: deleting it in the registry failed, will retry: %s", slot.pk, exc)
-            continue
-        with transaction.atomic():
-            if PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.REVOKING).update(
-                status=SlotStatus.REVOKED, retire_after=None
-            ):
-                audit.record("password.removed", actor=None, target=slot, details={"slot": slot.name})
-                removed += 1
-    return removed
-
-
 def finish_rotations(now: datetime | None = None) -> int:
     """Grace periods that ended: the old slot goes, whether or not the owner confirmed."""
     now = now or timezone.now()
@@ -192,7 +171,7 @@ def finish_rotations(now: datetime | None = None) -> int:
     for slot in due:
         with transaction.atomic():
             _start_removal(slot, "rotation grace period ended", None, None)
-    return remove_pending_slots()
+    return provisioning.remove_pending_slots()
 
 
 # --- disable, enable, retire ---------------------------------------------------------------------------------------

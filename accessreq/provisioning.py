@@ -254,20 +254,28 @@ def expire_unrevealed() -> int:
                 SealedPassword.objects.filter(slot_id=slot_id).delete()
                 slot = PasswordSlot.objects.get(pk=slot_id)
                 audit.record("password.reveal_expired", actor=None, target=slot, details={"slot": slot.name})
-    revoked = 0
-    for slot in PasswordSlot.objects.filter(status=SlotStatus.REVOKING).select_related("token__registry"):
+    return remove_pending_slots()
+
+
+def remove_pending_slots(token: Token | None = None) -> int:
+    """Delete in the registry every slot marked for removal. What Azure refuses now is tried again next run."""
+    pending = PasswordSlot.objects.filter(status=SlotStatus.REVOKING).select_related("token__registry")
+    if token is not None:
+        pending = pending.filter(token=token)
+    removed = 0
+    for slot in pending:
         try:
             acr.delete_password(slot.token.registry, slot.token.name, slot.name)
         except acr.AcrError as exc:
-            log.warning("slot %s: revocation in the registry failed, will retry: %s", slot.pk, exc)
+            log.warning("slot %s: deleting it in the registry failed, will retry: %s", slot.pk, exc)
             continue
         with transaction.atomic():
             if PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.REVOKING).update(
-                status=SlotStatus.REVOKED
+                status=SlotStatus.REVOKED, retire_after=None
             ):
-                audit.record("password.revoked", actor=None, target=slot, details={"slot": slot.name})
-                revoked += 1
-    return revoked
+                audit.record("password.deleted", actor=None, target=slot, details={"slot": slot.name})
+                removed += 1
+    return removed
 
 
 def sweep_stuck() -> int:

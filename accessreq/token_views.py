@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from accessreq import acr, lifecycle, provisioning, tasks
+from accessreq import acr, lifecycle, tasks
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     PasswordSlot,
@@ -31,7 +31,7 @@ from accessreq.models import (
     UnmanagedToken,
 )
 from accessreq.roles import roles_for
-from accessreq.views import AuthedRequest, _paginate
+from accessreq.views import AuthedRequest, _paginate, render_reveal
 
 FLAGS = {
     "orphaned": ("Owner deactivated", Q(orphaned_at__isnull=False)),
@@ -181,16 +181,7 @@ def token_reveal(request: AuthedRequest, pk: int, slot: str) -> HttpResponse:
         raise Http404("No such password.")
     if found.requested_by_id != request.user.pk:
         raise PermissionDenied("Only the person who asked for this password can reveal it.")
-    back = {"back_url": token.get_absolute_url(), "back_label": f"Back to token {token.name}"}
-    try:
-        revealed = provisioning.reveal(found, request.user, request)
-    except provisioning.RevealRefused as exc:
-        context = {"slot": found, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
-        return render(request, "accessreq/reveal_refused.html", context, status=410)
-    context = {"revealed": revealed, "regenerated": found.generation > 1 or token.last_rotated_at, **back}
-    response = render(request, "accessreq/reveal.html", context)
-    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
-    return response
+    return render_reveal(request, found, token.get_absolute_url(), f"Back to token {token.name}")
 
 
 @login_required

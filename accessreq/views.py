@@ -337,13 +337,18 @@ def _get_slot_for_requester(request: AuthedRequest, pk: int) -> PasswordSlot:
 @require_POST
 def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     slot = _get_slot_for_requester(request, pk)
-    back = {"back_url": reverse("request_detail", args=[pk]), "back_label": f"Back to request #{pk}"}
+    return render_reveal(request, slot, reverse("request_detail", args=[pk]), f"Back to request #{pk}")
+
+
+def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, back_label: str) -> HttpResponse:
+    """The one response that shows a password, never cached; or, when it cannot be shown, why (410)."""
+    back = {"back_url": back_url, "back_label": back_label}
     try:
         revealed = provisioning.reveal(slot, request.user, request)
     except provisioning.RevealRefused as exc:
         context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
         return render(request, "accessreq/reveal_refused.html", context, status=410)
-    context = {"revealed": revealed, "regenerated": slot.generation > 1, **back}
+    context = {"revealed": revealed, "regenerated": slot.generation > 1 or slot.token.last_rotated_at, **back}
     response = render(request, "accessreq/reveal.html", context)
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
