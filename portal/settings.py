@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # For the API reference page's Swagger assets, which django-ninja ships: served from here, not from a CDN.
+    "ninja",
     "accessreq",
 ]
 

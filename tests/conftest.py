@@ -16,7 +16,11 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 
 
 def _use_test_broker() -> None:
-    # A broker of the tests' own, so a demo running on the same machine cannot take the tests' messages.
+    # A broker of the tests' own, so a demo or another test run on the same machine cannot take the tests' messages.
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        # A shared Redis: a queue named for this process.
+        celery_app.conf.task_default_queue = f"tests-{os.getpid()}"
+        return
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         root = Path(settings.VAR_DIR) / f"test-broker-{os.getpid()}"
         shutil.rmtree(root, ignore_errors=True)

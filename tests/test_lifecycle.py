@@ -57,6 +57,15 @@ def token(ready_request, requester) -> tuple[Token, str]:
     return Token.objects.get(request=ready_request), response.context["revealed"].password
 
 
+def _handmade_token(acr, name: str, actions: list[str]) -> None:
+    """A token made in the registry by hand, on a scope map of its own, as someone with Azure access would."""
+    sdk = _sdk(acr)
+    sdk.scope_maps.begin_create(RG, REG, f"{name}-map", {"properties": {"actions": actions}}).result()
+    registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries"
+    scope_map_id = f"{registry_id}/{REG}/scopeMaps/{name}-map"
+    sdk.tokens.begin_create(RG, REG, name, {"properties": {"scopeMapId": scope_map_id}}).result()
+
+
 def _slot(token: Token, name: str) -> PasswordSlot:
     return PasswordSlot.objects.get(token=token, name=name)
 
@@ -225,8 +234,10 @@ def test_it_sends_each_reminder_once_however_often_beat_runs(celery_worker, toke
 def test_it_gathers_a_days_reminders_into_one_digest(token, mailoutbox, django_capture_on_commit_callbacks) -> None:
     token, _ = token
     Token.objects.filter(pk=token.pk).update(retire_on=(_slot(token, "password1").expires_at).date())
-    with time_machine.travel(_slot(token, "password1").expires_at - timedelta(days=5)):
-        with django_capture_on_commit_callbacks(execute=True):
+    with (
+        time_machine.travel(_slot(token, "password1").expires_at - timedelta(days=5)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
             assert lifecycle.send_reminders() == 1
             assert lifecycle.send_reminders() == 0
     (digest,) = [m for m in mailoutbox if "need you soon" in m.subject]
@@ -259,13 +270,7 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
     sdk = _sdk(acr)
     acr.configure(page_size=2)  # every list spans pages
     # Behind the portal's back: a hand-made token, a widened scope map, a deleted token.
-    sdk.scope_maps.begin_create(
-        RG, REG, "handmade", {"properties": {"actions": ["repositories/legacy/app/content/read"]}}
-    ).result()
-    scope_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{REG}"
-    sdk.tokens.begin_create(
-        RG, REG, "legacy-puller", {"properties": {"scopeMapId": f"{scope_id}/scopeMaps/handmade"}}
-    ).result()
+    _handmade_token(acr, "legacy-puller", ["repositories/legacy/app/content/read"])
     widened = [*token.approved_actions, "repositories/myapp/api/content/delete"]
     sdk.scope_maps.begin_update(RG, REG, token.scope_map_name, {"properties": {"actions": widened}}).result()
     sdk.tokens.begin_delete(RG, REG, second.name).result()
@@ -304,9 +309,7 @@ def test_it_lets_only_security_reconcile_and_adopt(registry, requester, approver
 
 def test_it_disables_an_unmanaged_token(registry, security, acr) -> None:
     sdk = _sdk(acr)
-    sdk.scope_maps.begin_create(RG, REG, "handmade", {"properties": {"actions": ["repositories/x/content/read"]}}).result()
-    scope_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{REG}"
-    sdk.tokens.begin_create(RG, REG, "stray", {"properties": {"scopeMapId": f"{scope_id}/scopeMaps/handmade"}}).result()
+    _handmade_token(acr, "stray", ["repositories/x/content/read"])
     lifecycle.reconcile(registry)
     stray = UnmanagedToken.objects.get()
     _login(security).post(f"/unmanaged/{stray.pk}/disable", {"reason": "nobody claims it"})
@@ -320,7 +323,8 @@ def test_it_changes_access_in_place_through_a_new_request(
     alice = _login(requester)
     form = alice.get(f"/requests/new?renew={token.pk}")
     assert form.status_code == 200
-    assert form.context["new"].rules.initial == [{"repository": "myapp/api", "actions": ["content/read", "metadata/read"]}]
+    prefilled = [{"repository": "myapp/api", "actions": ["content/read", "metadata/read"]}]
+    assert form.context["new"].rules.initial == prefilled
     later = (token.retire_on + timedelta(days=30)).isoformat()
     data = request_data(
         acr_registry := token.registry,

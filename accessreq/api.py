@@ -1,0 +1,685 @@
+"""The JSON API at /api/v1: the same flow as the pages, for pipelines and scripts.
+
+Every endpoint calls the same domain functions as the pages (flow, provisioning, roles) and answers the same way:
+404 for what the caller may not see, 403 for what they may see but not do, 409 for a transition that no longer
+applies. Filing a request goes through the page's own form, so a bad field gets the page's own message.
+"""
+
+# No `from __future__ import annotations` here: ninja reads the endpoints' signatures at run time, and for a
+# paginated endpoint it would resolve string annotations in its own module rather than in this one.
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from ninja import Field, NinjaAPI, Path, Query, Schema, Status, Swagger
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.pagination import PaginationBase, paginate
+from ninja.security import HttpBearer, SessionAuth
+from pydantic import AfterValidator
+
+from accessreq import apikeys, flow, provisioning, scopes, views
+from accessreq.forms import NewRequest
+from accessreq.models import (
+    AccessRequest,
+    Approval,
+    ApprovalRequirement,
+    AuditEvent,
+    ClientKind,
+    PasswordSlot,
+    Registry,
+    RequestStatus,
+    SlotStatus,
+    Token,
+    TokenStatus,
+)
+from accessreq.roles import approval_queue_for, roles_for, visible_requests
+
+# Ids are 64-bit in every database we run on; a larger one would overflow the query instead of finding nothing.
+MAX_ID = 2**63 - 1
+MAX_PAGE = 100_000
+NO_STORE = "no-store, no-cache, must-revalidate, private, max-age=0"
+
+
+# Authentication ------------------------------------------------------------------------------------------------
+
+
+class KeyAuth(HttpBearer):
+    """`Authorization: Bearer acrp_...`. When the header is there it decides alone: a bad key is a 401 and never
+    falls through to the session, so a pipeline with a stale key is told so rather than acting as someone else."""
+
+    def __call__(self, request: HttpRequest) -> AbstractBaseUser | None:
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.authenticate(request, raw.strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
+        try:
+            key = apikeys.authenticate(token)
+        except apikeys.KeyRefused as exc:
+            raise AuthenticationError(message=str(exc)) from exc
+        request.user = key.user
+        return key.user
+
+
+class SignedInSession(SessionAuth):
+    """The browser's session, with CSRF checked on unsafe methods. Without a signed-in session there is nothing to
+    protect, so the CSRF check is skipped and the caller gets a 401 rather than a CSRF 403."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api = NinjaAPI(
+    title="ACR Access Portal API",
+    version="1",
+    description=(
+        "Ask for, approve and collect Azure Container Registry tokens. Authenticate with a personal API key "
+        "(`Authorization: Bearer acrp_...`, made on the API keys page) or, from the browser, with your session."
+    ),
+    auth=[KeyAuth(), SignedInSession()],
+    urls_namespace="api",
+    # Swagger's assets ship inside django-ninja and are served as our own static files (with "ninja" installed),
+    # and its start-up script is a file, not inline: the page works offline and under a CSP without unsafe-inline.
+    docs=Swagger(settings={"persistAuthorization": False}),
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+# Errors --------------------------------------------------------------------------------------------------------
+
+
+class Error(Schema):
+    detail: str
+
+
+class Errors(Schema):
+    errors: dict[str, list[str]] = Field(
+        description="Messages by field: `purpose`, `rules[0].repository`, `rules` for the rules as a whole."
+    )
+
+
+class Gone(Schema):
+    detail: str
+    revealed_at: datetime | None
+
+
+# Pydantic's wording for the commonest cases, replaced by Django's so a field says the same as on the page.
+_DJANGO_WORDING = {
+    "missing": "This field is required.",
+    "int_parsing": "Enter a whole number.",
+    "int_type": "Enter a whole number.",
+    "int_from_float": "Enter a whole number.",
+    "date_parsing": "Enter a valid date.",
+    "date_from_datetime_parsing": "Enter a valid date.",
+    "date_from_datetime_inexact": "Enter a valid date.",
+    "date_type": "Enter a valid date.",
+}
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    # ("body", "payload", "rules", 0, "repository") -> "rules[0].repository"; ("query", "status") -> "status"
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+        if parts and loc[0] == "body" and parts[0] == "payload":
+            parts = parts[1:]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # Ninja answers 422 with pydantic's own list; ours is the page's shape, so clients handle one kind of 400.
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors:
+        message = _DJANGO_WORDING.get(error.get("type", ""), error.get("msg", "Invalid value."))
+        errors.setdefault(_field_name(error.get("loc", ())), []).append(message)
+    return api.create_response(request, {"errors": errors}, status=400)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    detail = str(exc) if str(exc) != "Unauthorized" else "Authentication required: send a valid API key."
+    response = api.create_response(request, {"detail": detail}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400:  # a body that is not JSON at all
+        return api.create_response(request, {"errors": {"body": [str(exc)]}}, status=400)
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Forbidden."}, status=403)
+
+
+@api.exception_handler(flow.TransitionError)
+def _conflict(request: HttpRequest, exc: flow.TransitionError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=409)
+
+
+def _responses(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
+    errors = {400: Errors, 401: Error, 403: Error, 404: Error, 409: Error, 410: Gone}
+    return {**ok, 401: Error, **{code: errors[code] for code in codes}}
+
+
+# Pagination ----------------------------------------------------------------------------------------------------
+
+
+def _link(request: HttpRequest, **changes: Any) -> str:
+    query = request.GET.copy()
+    for name, value in changes.items():
+        query[name] = str(value)
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+class Pages(PaginationBase):
+    """Numbered pages of PAGE_SIZE, with links to the next and previous page: follow `next` until it is null."""
+
+    class Input(Schema):
+        page: int = Field(1, ge=1, le=MAX_PAGE)
+
+    class Output(Schema):
+        items: list[Any]
+        count: int
+        next: str | None
+        previous: str | None
+
+    def paginate_queryset(
+        self, queryset: QuerySet, pagination: Input, request: HttpRequest, **params: Any
+    ) -> dict[str, Any]:
+        size = settings.PAGE_SIZE
+        count = self._items_count(queryset)
+        offset = (pagination.page - 1) * size
+        return {
+            "items": list(queryset[offset : offset + size]),
+            "count": count,
+            "next": _link(request, page=pagination.page + 1) if offset + size < count else None,
+            "previous": _link(request, page=pagination.page - 1) if pagination.page > 1 else None,
+        }
+
+
+class Keyset(PaginationBase):
+    """Newest first, `before` an id: stable while rows are added, and no count over a table that only grows."""
+
+    class Input(Schema):
+        before: int | None = Field(None, ge=1, le=MAX_ID, description="Only events with a smaller id.")
+        limit: int = Field(50, ge=1, le=200)
+
+    class Output(Schema):
+        items: list[Any]
+        next: str | None
+        next_before: int | None = Field(description="The cursor for the next page, or null on the last.")
+
+    def paginate_queryset(
+        self, queryset: QuerySet, pagination: Input, request: HttpRequest, **params: Any
+    ) -> dict[str, Any]:
+        if pagination.before is not None:
+            queryset = queryset.filter(id__lt=pagination.before)
+        rows = list(queryset.order_by("-id")[: pagination.limit + 1])
+        more = len(rows) > pagination.limit
+        rows = rows[: pagination.limit]
+        cursor = rows[-1].id if more else None
+        return {
+            "items": rows,
+            "next": _link(request, before=cursor) if cursor else None,
+            "next_before": cursor,
+        }
+
+
+# Schemas -------------------------------------------------------------------------------------------------------
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("Null characters are not allowed.")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class RegistryOut(Schema):
+    id: int
+    name: str
+    login_server: str
+    sku: str
+    token_limit: int = Field(description="Tokens the SKU allows in the registry.")
+    max_password_days: int
+    max_retirement_days: int
+    read_approvals: int = Field(description="Approvals each owner group gives for a read-only request.")
+    write_approvals: int = Field(description="Approvals for a request with any write, delete or metadata/write.")
+
+
+class RuleIn(Schema):
+    repository: str = Field(description="myapp/api, a prefix wildcard myapp/*, or *.")
+    actions: list[Annotated[str, Field(json_schema_extra={"enum": list(scopes.ACTIONS)})]]
+
+
+class RequestIn(Schema):
+    registry: Annotated[int, Field(ge=1, le=MAX_ID)] | Annotated[str, Field(max_length=50)] = Field(
+        description="The registry's id or name."
+    )
+    rules: list[RuleIn]
+    purpose: str
+    client_kind: str = Field(json_schema_extra={"enum": list(ClientKind.values)})
+    team: str
+    owner: str | None = Field(None, description="The accountable person's username; you when left out.")
+    password_days: int
+    retire_on: date
+
+
+class Rule(Schema):
+    repository: str
+    actions: list[str]
+
+
+class RequirementOut(Schema):
+    group: str
+    needed: int
+    given: int
+    repositories: list[str]
+    via_admin_group: bool
+
+    @staticmethod
+    def resolve_group(obj: ApprovalRequirement) -> str:
+        return obj.group.name
+
+    @staticmethod
+    def resolve_needed(obj: ApprovalRequirement) -> int:
+        return obj.count
+
+
+class DecisionOut(Schema):
+    approver: str
+    decision: str
+    comment: str
+    created_at: datetime
+
+    @staticmethod
+    def resolve_approver(obj: Approval) -> str:
+        return obj.approver.get_username()
+
+
+class RequestOut(Schema):
+    id: int
+    status: RequestStatus
+    registry: str
+    token_name: str
+    requester: str
+    owner: str
+    team: str
+    purpose: str
+    client_kind: ClientKind
+    rules: list[Rule]
+    scope_map_actions: list[str]
+    password_days: int
+    retire_on: date
+    created_at: datetime
+    updated_at: datetime
+    decided_at: datetime | None
+    approvals_needed: list[RequirementOut] = Field(description="Each owner group's share, and how much is given.")
+    decisions: list[DecisionOut]
+    token: int | None = Field(description="The token's id once it is provisioned.")
+    failure_reason: str | None = Field(description="Why provisioning failed; shown to admins and security only.")
+    url: str = Field(description="The request's page.")
+
+    @staticmethod
+    def resolve_registry(obj: AccessRequest) -> str:
+        return obj.registry.name
+
+    @staticmethod
+    def resolve_requester(obj: AccessRequest) -> str:
+        return obj.requester.get_username()
+
+    @staticmethod
+    def resolve_owner(obj: AccessRequest) -> str:
+        return obj.owner.get_username()
+
+    @staticmethod
+    def resolve_approvals_needed(obj: AccessRequest) -> list[ApprovalRequirement]:
+        return list(obj.requirements.all())
+
+    @staticmethod
+    def resolve_decisions(obj: AccessRequest) -> list[Approval]:
+        return list(obj.approvals.all())
+
+    @staticmethod
+    def resolve_token(obj: AccessRequest) -> int | None:
+        token = getattr(obj, "token", None)
+        return token.pk if token else None
+
+    @staticmethod
+    def resolve_failure_reason(obj: AccessRequest, context: dict[str, Any]) -> str | None:
+        roles = roles_for(context["request"].user)
+        return obj.failure_reason if roles.is_admin or roles.is_security else None
+
+    @staticmethod
+    def resolve_url(obj: AccessRequest, context: dict[str, Any]) -> str:
+        return context["request"].build_absolute_uri(obj.get_absolute_url())
+
+
+class DecisionIn(Schema):
+    comment: Text = Field("", max_length=2000, description="Required to reject: the requester reads it.")
+
+
+class Secret(Schema):
+    username: str
+    password: str
+    login_server: str
+    expires_at: datetime | None
+
+
+class PasswordOut(Schema):
+    name: str
+    status: SlotStatus
+    created_at: datetime
+    expires_at: datetime | None
+    reveal_by: datetime | None
+    revealed_at: datetime | None
+
+
+class TokenOut(Schema):
+    id: int
+    registry: str
+    name: str
+    status: TokenStatus
+    request: int
+    owner: str
+    requester: str
+    team: str
+    purpose: str
+    client_kind: ClientKind
+    rules: list[Rule]
+    retire_on: date
+    created_at: datetime
+    passwords: list[PasswordOut]
+
+    @staticmethod
+    def resolve_registry(obj: Token) -> str:
+        return obj.registry.name
+
+    @staticmethod
+    def resolve_request(obj: Token) -> int:
+        return obj.request_id
+
+    @staticmethod
+    def resolve_owner(obj: Token) -> str:
+        return obj.owner.get_username()
+
+    @staticmethod
+    def resolve_requester(obj: Token) -> str:
+        return obj.requester.get_username()
+
+    @staticmethod
+    def resolve_passwords(obj: Token) -> list[PasswordSlot]:
+        return list(obj.slots.all())
+
+
+class AuditEventOut(Schema):
+    id: int
+    created_at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    target_repr: str
+    details: dict[str, Any]
+    source_ip: str | None
+    prev_hash: str
+    hash: str
+
+    @staticmethod
+    def resolve_actor(obj: AuditEvent) -> str:
+        return obj.actor_name
+
+
+# Lookups -------------------------------------------------------------------------------------------------------
+
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _requests(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
+    # "given" is annotated in the prefetch, so a page of requests costs a fixed number of queries.
+    return qs.select_related("registry", "requester", "owner", "token").prefetch_related(
+        Prefetch(
+            "requirements",
+            queryset=ApprovalRequirement.objects.select_related("group").annotate(given=Count("approvals")),
+        ),
+        Prefetch("approvals", queryset=Approval.objects.select_related("approver")),
+    )
+
+
+def _get_request_for_user(request: HttpRequest, pk: int) -> AccessRequest:
+    found = _requests(visible_requests(request.user)).filter(pk=pk).first()
+    if found is None:
+        raise Http404("No such request.")
+    return found
+
+
+def _reload(pk: int) -> AccessRequest:
+    return _requests(AccessRequest.objects.filter(pk=pk)).get()
+
+
+def _visible_tokens(user: AbstractBaseUser) -> QuerySet[Token]:
+    qs = Token.objects.select_related("registry", "owner", "requester").prefetch_related("slots")
+    if roles_for(user).is_security:
+        return qs
+    return qs.filter(Q(owner=user) | Q(requester=user))
+
+
+# Registries ----------------------------------------------------------------------------------------------------
+
+
+@api.get("/registries", response=_responses({200: list[RegistryOut]}), tags=["registries"])
+def list_registries(request: HttpRequest) -> QuerySet[Registry]:
+    """The registries you can ask for access to, with their policy limits. A short list, so not paginated."""
+    return Registry.objects.filter(active=True).order_by("name")
+
+
+# Requests ------------------------------------------------------------------------------------------------------
+
+
+def _registry_value(value: int | str) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if "\x00" not in value:
+        found = Registry.objects.filter(active=True, name=value).values_list("pk", flat=True).first()
+        if found is not None:
+            return str(found)
+    return value  # not a registry: the form says so, in its own words
+
+
+def _form_data(payload: RequestIn, user: AbstractBaseUser) -> QueryDict:
+    """The JSON body as the page's form fields, so the page's form validates it."""
+    data = QueryDict(mutable=True)
+    data["registry"] = _registry_value(payload.registry)
+    data["rules-TOTAL_FORMS"] = str(len(payload.rules))
+    data["rules-INITIAL_FORMS"] = "0"
+    for i, rule in enumerate(payload.rules):
+        data[f"rules-{i}-repository"] = rule.repository
+        data.setlist(f"rules-{i}-actions", rule.actions)
+    data["purpose"] = payload.purpose
+    data["client_kind"] = payload.client_kind
+    data["owner"] = payload.owner if payload.owner is not None else user.get_username()
+    data["team"] = payload.team
+    data["password_days"] = str(payload.password_days)
+    data["retire_on"] = payload.retire_on.isoformat()
+    return data
+
+
+def _form_errors(new: NewRequest) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for field, items in new.form.errors.get_json_data().items():
+        errors[field] = [item["message"] for item in items]
+    for i, rule in enumerate(new.rules.forms):
+        for field, items in rule.errors.get_json_data().items():
+            errors[f"rules[{i}].{field}"] = [item["message"] for item in items]
+    if new.rule_errors:
+        errors["rules"] = [str(e) for e in new.rule_errors]
+    return errors
+
+
+@api.post("/requests", response=_responses({201: RequestOut}, 400), tags=["requests"])
+def file_request(request: HttpRequest, payload: RequestIn, response: HttpResponse) -> Status:
+    """File a request. It waits for the approvals listed in `approvals_needed`; nothing is saved on a 400."""
+    new = NewRequest(request.user, _form_data(payload, request.user))
+    if not new.is_valid():
+        return Status(400, {"errors": _form_errors(new)})
+    created = flow.submit(new.cleaned, new.requirements, request.user, request)
+    response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{created.pk}")
+    return Status(201, _reload(created.pk))
+
+
+@api.get("/requests", response=_responses({200: list[RequestOut]}, 400), tags=["requests"])
+@paginate(Pages)
+def list_requests(request: HttpRequest, status: RequestStatus | None = None) -> QuerySet[AccessRequest]:
+    """Your requests, as requester or as owner, newest first."""
+    qs = AccessRequest.objects.filter(Q(requester=request.user) | Q(owner=request.user))
+    if status is not None:
+        qs = qs.filter(status=status)
+    return _requests(qs).order_by("-created_at", "-id")
+
+
+@api.get("/requests/{pk}", response=_responses({200: RequestOut}, 400, 404), tags=["requests"])
+def get_request(request: HttpRequest, pk: Id) -> AccessRequest:
+    """One request you may see: yours, one you own, one routed to your groups, or any for security."""
+    return _get_request_for_user(request, pk)
+
+
+@api.post("/requests/{pk}/cancel", response=_responses({200: RequestOut}, 400, 403, 404, 409), tags=["requests"])
+def cancel_request(request: HttpRequest, pk: Id) -> AccessRequest:
+    """Withdraw your request while it still waits for approval."""
+    access_request = _get_request_for_user(request, pk)
+    if request.user.pk != access_request.requester_id:
+        raise PermissionDenied("Only the requester can cancel a request.")
+    flow.cancel(access_request, request.user, request)
+    return _reload(pk)
+
+
+@api.post(
+    "/requests/{pk}/reveal", response=_responses({200: Secret}, 400, 403, 404, 410), tags=["requests"]
+)
+def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Status:
+    """The token's password, exactly once, to the requester. Every later call is a 410 saying when it was revealed."""
+    response["Cache-Control"] = NO_STORE
+    response["Pragma"] = "no-cache"
+    # The page's own lookup, so who may reveal (403) and who may not even see (404) stays the same in both.
+    slot = views._get_slot_for_requester(request, pk)
+    try:
+        revealed = provisioning.reveal(slot, request.user, request)
+    except provisioning.RevealRefused as exc:
+        return Status(410, {"detail": str(exc), "revealed_at": exc.revealed_at})
+    secret = {
+        "username": revealed.username,
+        "password": revealed.password,
+        "login_server": revealed.login_server,
+        "expires_at": revealed.expires_at,
+    }
+    return Status(200, secret)
+
+
+# Approvals -----------------------------------------------------------------------------------------------------
+
+
+@api.get("/approvals", response=_responses({200: list[RequestOut]}, 400, 403), tags=["approvals"])
+@paginate(Pages)
+def list_approvals(request: HttpRequest) -> QuerySet[AccessRequest]:
+    """Requests waiting for your approval, oldest first."""
+    if not roles_for(request.user).is_approver:
+        raise PermissionDenied("Only approvers have a queue.")
+    return _requests(approval_queue_for(request.user)).order_by("created_at", "id")
+
+
+def _decide(request: HttpRequest, pk: int, payload: DecisionIn | None, decide: Any) -> Status:
+    access_request = _get_request_for_user(request, pk)
+    comment = payload.comment if payload is not None else ""
+    try:
+        decide(access_request, request.user, comment, request)
+    except ValueError as exc:
+        return Status(400, {"errors": {"comment": [str(exc)]}})
+    return Status(200, _reload(pk))
+
+
+@api.post(
+    "/requests/{pk}/approve", response=_responses({200: RequestOut}, 400, 403, 404, 409), tags=["approvals"]
+)
+def approve_request(request: HttpRequest, pk: Id, payload: DecisionIn | None = None) -> Status:
+    """Approve for your owner groups. The request moves on when every group has given its share."""
+    return _decide(request, pk, payload, flow.approve)
+
+
+@api.post(
+    "/requests/{pk}/reject", response=_responses({200: RequestOut}, 400, 403, 404, 409), tags=["approvals"]
+)
+def reject_request(request: HttpRequest, pk: Id, payload: DecisionIn | None = None) -> Status:
+    """Reject, with a comment saying why; that ends the request."""
+    return _decide(request, pk, payload, flow.reject)
+
+
+# Tokens --------------------------------------------------------------------------------------------------------
+
+
+@api.get("/tokens", response=_responses({200: list[TokenOut]}, 400), tags=["tokens"])
+@paginate(Pages)
+def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> QuerySet[Token]:
+    """Tokens you own or asked for; every token for security."""
+    qs = _visible_tokens(request.user)
+    if status is not None:
+        qs = qs.filter(status=status)
+    return qs.order_by("registry__name", "name")
+
+
+@api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])
+def get_token(request: HttpRequest, pk: Id) -> Token:
+    token = _visible_tokens(request.user).filter(pk=pk).first()
+    if token is None:
+        raise Http404("No such token.")
+    return token
+
+
+# The token lifecycle (rotate, disable, enable, retire) belongs here, as POST /tokens/{pk}/<action>: each looks the
+# token up through _visible_tokens (404), checks the role (403), and calls one domain function that raises
+# TransitionError (409), like the request transitions above.
+
+
+# Audit ---------------------------------------------------------------------------------------------------------
+
+
+@api.get("/audit", response=_responses({200: list[AuditEventOut]}, 400, 403), tags=["audit"])
+@paginate(Keyset)
+def list_audit(
+    request: HttpRequest,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
+) -> QuerySet[AuditEvent]:
+    """The audit trail, newest first, for security staff. `action` filters by prefix, e.g. `password.`."""
+    if not roles_for(request.user).is_security:
+        raise PermissionDenied("The audit log is for security staff.")
+    qs = AuditEvent.objects.all()
+    if action:
+        qs = qs.filter(action__startswith=action)
+    return qs
+
