@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
@@ -34,6 +34,7 @@ from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
 
 SLOTS = ("password1", "password2")
+Slot = Literal["password1", "password2"]
 # Written into every scope map the portal makes, so it never takes over one that a person made by hand.
 MANAGED_MARKER = "Managed by ACR Access Portal"
 

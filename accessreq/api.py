@@ -22,7 +22,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator
 
-from accessreq import apikeys, flow, provisioning, scopes, views
+from accessreq import acr, apikeys, flow, lifecycle, provisioning, scopes, views
 from accessreq.forms import NewRequest
 from accessreq.models import (
     AccessRequest,
@@ -407,7 +407,8 @@ class TokenOut(Schema):
     registry: str
     name: str
     status: TokenStatus
-    request: int
+    status_reason: str
+    request: int | None
     owner: str
     requester: str
     team: str
@@ -416,6 +417,11 @@ class TokenOut(Schema):
     rules: list[Rule]
     retire_on: date
     created_at: datetime
+    last_rotated_at: datetime | None
+    let_expire: bool
+    delete_after: datetime | None
+    orphaned_at: datetime | None
+    drift_actions: list[str] | None
     passwords: list[PasswordOut]
 
     @staticmethod
@@ -423,7 +429,7 @@ class TokenOut(Schema):
         return obj.registry.name
 
     @staticmethod
-    def resolve_request(obj: Token) -> int:
+    def resolve_request(obj: Token) -> int | None:
         return obj.request_id
 
     @staticmethod
@@ -485,10 +491,8 @@ def _reload(pk: int) -> AccessRequest:
 
 
 def _visible_tokens(user: AbstractBaseUser) -> QuerySet[Token]:
-    qs = Token.objects.select_related("registry", "owner", "requester").prefetch_related("slots")
-    if roles_for(user).is_security:
-        return qs
-    return qs.filter(Q(owner=user) | Q(requester=user))
+    # The pages' own rule for who sees a token, so the API shows no more and no less.
+    return lifecycle.tokens_for(user).select_related("registry", "owner", "requester").prefetch_related("slots")
 
 
 # Registries ----------------------------------------------------------------------------------------------------
@@ -588,7 +592,10 @@ def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Sta
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
     # The page's own lookup, so who may reveal (403) and who may not even see (404) stays the same in both.
-    slot = views._get_slot_for_requester(request, pk)
+    return _secret(views._get_slot_for_requester(request, pk), request)
+
+
+def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
     try:
         revealed = provisioning.reveal(slot, request.user, request)
     except provisioning.RevealRefused as exc:
@@ -653,17 +660,87 @@ def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> Quer
     return qs.order_by("registry__name", "name")
 
 
-@api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])
-def get_token(request: HttpRequest, pk: Id) -> Token:
+def _get_token_for_user(request: HttpRequest, pk: int) -> Token:
     token = _visible_tokens(request.user).filter(pk=pk).first()
     if token is None:
         raise Http404("No such token.")
     return token
 
 
-# The token lifecycle (rotate, disable, enable, retire) belongs here, as POST /tokens/{pk}/<action>: each looks the
-# token up through _visible_tokens (404), checks the role (403), and calls one domain function that raises
-# TransitionError (409), like the request transitions above.
+@api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])
+def get_token(request: HttpRequest, pk: Id) -> Token:
+    return _get_token_for_user(request, pk)
+
+
+class ReasonIn(Schema):
+    reason: Annotated[str, AfterValidator(_no_nul)] = Field("", max_length=500)
+
+
+def _lifecycle(request: HttpRequest, pk: int, action: Any, status: int = 200) -> Status:
+    """Run one lifecycle function on a token the caller may see: its refusals map to 400, 403, 409 and 502."""
+    token = _get_token_for_user(request, pk)
+    try:
+        action(token)
+    except ValueError as exc:
+        return Status(400, {"errors": {"reason": [str(exc)]}})
+    except lifecycle.LifecycleError as exc:
+        return Status(409, {"detail": str(exc)})
+    except acr.AcrError as exc:
+        return Status(502, {"detail": f"The registry refused: {exc}"})
+    return Status(status, _get_token_for_user(request, pk))
+
+
+LIFECYCLE_RESPONSES = _responses({200: TokenOut}, 400, 403, 404, 409)
+LIFECYCLE_RESPONSES[502] = Error
+
+
+@api.post("/tokens/{pk}/rotate", response={**LIFECYCLE_RESPONSES, 202: TokenOut}, tags=["tokens"])
+def rotate_token(request: HttpRequest, pk: Id) -> Status:
+    """Generate the free password slot (202: it is being generated). Reveal it once with
+    /tokens/{id}/passwords/{slot}/reveal; the old password works until /confirm-switch or the grace period ends."""
+    return _lifecycle(request, pk, lambda t: lifecycle.rotate(t, request.user, request), status=202)
+
+
+@api.post("/tokens/{pk}/confirm-switch", response=LIFECYCLE_RESPONSES, tags=["tokens"])
+def confirm_switch(request: HttpRequest, pk: Id) -> Status:
+    """Your clients use the new password: delete the old slot now."""
+    return _lifecycle(request, pk, lambda t: lifecycle.confirm_switch(t, request.user, request))
+
+
+@api.post("/tokens/{pk}/disable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
+def disable_token(request: HttpRequest, pk: Id, payload: ReasonIn) -> Status:
+    """Disable at once, saying why: the owner, an approver of its repositories, or security."""
+    return _lifecycle(request, pk, lambda t: lifecycle.disable(t, request.user, payload.reason, request))
+
+
+@api.post("/tokens/{pk}/enable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
+def enable_token(request: HttpRequest, pk: Id) -> Status:
+    return _lifecycle(request, pk, lambda t: lifecycle.enable(t, request.user, request))
+
+
+@api.post("/tokens/{pk}/retire", response=LIFECYCLE_RESPONSES, tags=["tokens"])
+def retire_token(request: HttpRequest, pk: Id, payload: ReasonIn | None = None) -> Status:
+    """Disable now; the token and its scope map are deleted when the retirement grace period ends."""
+    reason = (payload.reason if payload else "").strip() or "retired through the API"
+    return _lifecycle(request, pk, lambda t: lifecycle.retire(t, request.user, reason, request))
+
+
+@api.post(
+    "/tokens/{pk}/passwords/{slot}/reveal",
+    response=_responses({200: Secret}, 400, 403, 404, 410),
+    tags=["tokens"],
+)
+def reveal_token_password(request: HttpRequest, pk: Id, slot: acr.Slot, response: HttpResponse) -> Status:
+    """A rotated password, exactly once, to whoever rotated. Later calls are a 410 saying when it was revealed."""
+    response["Cache-Control"] = NO_STORE
+    response["Pragma"] = "no-cache"
+    token = _get_token_for_user(request, pk)
+    found = PasswordSlot.objects.select_related("token__registry").filter(token=token, name=slot).first()
+    if found is None:
+        raise Http404("No such password.")
+    if found.requested_by_id != request.user.pk:
+        raise PermissionDenied("Only the person who asked for this password can reveal it.")
+    return _secret(found, request)
 
 
 # Audit ---------------------------------------------------------------------------------------------------------
