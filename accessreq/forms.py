@@ -63,7 +63,8 @@ class RequestForm(forms.Form):
     password_days = forms.IntegerField(label="Password lifetime (days)", min_value=1)
     retire_on = forms.DateField(
         label="Retirement date",
-        widget=forms.DateInput(attrs={"type": "date"}),
+        # A date input understands only ISO dates, whatever the site's locale writes.
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         help_text="When the token should be disabled and removed.",
     )
 

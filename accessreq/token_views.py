@@ -124,6 +124,7 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
     }
 
 
+@never_cache
 @login_required
 @require_GET
 def token_detail(request: AuthedRequest, pk: int) -> HttpResponse:

@@ -229,6 +229,7 @@ def _steps(access_request: AccessRequest) -> list[tuple[str, str]]:
     return [(s.label, "done" if i < current else "current" if i == current else "") for i, s in enumerate(order)]
 
 
+@never_cache
 @login_required
 @require_GET
 def request_detail(request: AuthedRequest, pk: int) -> HttpResponse:
@@ -236,6 +237,7 @@ def request_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     return render(request, "accessreq/request_detail.html", _detail_context(request, access_request))
 
 
+@never_cache
 @login_required
 @require_GET
 def request_progress(request: AuthedRequest, pk: int) -> HttpResponse:
