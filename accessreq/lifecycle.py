@@ -116,6 +116,7 @@ def rotate(token: Token, user: AbstractBaseUser, request: HttpRequest | None) ->
             name=free,
             defaults={
                 "status": SlotStatus.GENERATING,
+                "claimed_at": None,
                 "requested_by": user,
                 "retire_after": None,
                 "expires_at": None,

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -33,6 +33,8 @@ from accessreq.models import (
 
 log = logging.getLogger(__name__)
 IN_PROGRESS = [RequestStatus.APPROVED, RequestStatus.PROVISIONING]
+# Longer than one generateCredentials call with its polling can take; a claim older than this was abandoned.
+GENERATION_LEASE_SECONDS = 300
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
@@ -138,15 +140,27 @@ def _apply_change(req: AccessRequest) -> None:
 
 def generate_slot(slot_id: int) -> None:
     """Generate a slot's password and seal it for its one reveal. Only a slot marked GENERATING is touched."""
+    now = timezone.now()
+    lease_expired = now - timedelta(seconds=GENERATION_LEASE_SECONDS)
+    claimed = (
+        PasswordSlot.objects.filter(pk=slot_id, status=SlotStatus.GENERATING)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=lease_expired))
+        .update(claimed_at=now)
+    )
+    if not claimed:
+        return  # generated already, or another worker is generating it right now
     slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
-    if slot.status != SlotStatus.GENERATING:
-        return
     token = slot.token
-    expires_at = timezone.now() + timedelta(days=token.password_days)
-    generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
+    expires_at = now + timedelta(days=token.password_days)
+    try:
+        generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
+    except Exception:
+        PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)  # let a retry claim it
+        raise
     now = timezone.now()
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING).update(
+            claimed_at=None,
             status=SlotStatus.AWAITING_REVEAL,
             created_at=now,
             expires_at=generated.expires_at or expires_at,
@@ -232,7 +246,7 @@ def request_new_password(slot: PasswordSlot, user: AbstractBaseUser, request: Ht
         raise PermissionDenied("Only the person who asked for this password can ask for a new one.")
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.REVOKED).update(
-            status=SlotStatus.GENERATING
+            status=SlotStatus.GENERATING, claimed_at=None
         )
         if moved != 1:
             raise RevealRefused("A new password can be asked for only after the old one was revoked.")

@@ -72,20 +72,19 @@ def acr(emulator: object, settings: object) -> Iterator[object]:
     emulator.clear_faults()  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="session")
-def celery_worker_session(django_db_blocker: object) -> Iterator[object]:
-    """A real Celery worker consuming from the real broker, in a thread of this process."""
+@pytest.fixture
+def celery_worker(transactional_db: None) -> Iterator[object]:
+    """A real Celery worker consuming from the real broker, in a thread of this process, for this test only.
+
+    Its own database connection sees only committed data, hence transactional_db. It starts on an empty queue and
+    stops with the test: a worker that outlived its test would run tasks other tests queue on commit, against rows
+    those tests are tearing down.
+    """
     from celery.contrib.testing.worker import start_worker
 
     celery_app.control.purge()
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
         yield worker
-
-
-@pytest.fixture
-def celery_worker(celery_worker_session: object, transactional_db: None) -> object:
-    # The worker has its own database connection: only a committed transaction is visible to it.
-    return celery_worker_session
 
 
 def make_user(username: str, *groups: Group, **extra: object) -> User:
@@ -194,7 +193,7 @@ def ready_request(registry: object, requester: User, approver: User) -> object:
     from django.test import Client
 
     from accessreq import provisioning
-    from accessreq.models import AccessRequest
+    from accessreq.models import AccessRequest, PasswordSlot, SlotStatus
 
     alice, bob = Client(), Client()
     alice.login(username="alice", password=PASSWORD)
@@ -202,7 +201,9 @@ def ready_request(registry: object, requester: User, approver: User) -> object:
     assert alice.post("/requests/new", request_data(registry)).status_code == 302
     req = AccessRequest.objects.get()
     assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 302
-    # The worker's job, done here in the test's own thread: the same domain function the task calls.
+    # The worker's job, done here in the test's own thread: the same domain function the task calls. Where a test
+    # also runs a worker, it may be provisioning the same request at the same time, as a redelivered task would.
     assert provisioning.provision(req.pk) is None
+    wait_until(lambda: PasswordSlot.objects.filter(token__request=req, status=SlotStatus.AWAITING_REVEAL).exists())
     req.refresh_from_db()
     return req

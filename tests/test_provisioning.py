@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accessreq import provisioning, scopes
-from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, Token
+from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 from acr_emulator.testing import make_client
 from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
 
@@ -140,3 +140,36 @@ def test_it_names_tokens_validly_for_acr() -> None:
 )
 def test_it_validates_patterns(pattern, ok) -> None:
     assert (scopes.validate_repository(pattern) is None) is ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_generates_a_slot_once_when_two_runs_overlap(approved, requester, acr) -> None:
+    import threading
+
+    from django.db import connection
+
+    from acr_emulator.dataplane import allowed_actions
+
+    # Provision everything but the password, then let two runs race to generate it, as a redelivered task would.
+    slot = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=approved.pk))
+    acr.add_fault(count=2, delay=0.3, operation="registries.generate_credentials")
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            provisioning.generate_slot(slot.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = [c for c in acr.requests() if c["operation"] == "registries.generate_credentials"]
+    assert len(calls) == 1
+    slot.refresh_from_db()
+    assert slot.status == SlotStatus.AWAITING_REVEAL and slot.claimed_at is None
+    password = provisioning.reveal(slot, requester, None).password
+    assert allowed_actions(acr.state, "contosotest", approved.token_name, password, "myapp/api")
