@@ -8,7 +8,9 @@ A setting may also be read from a file named by NAME_FILE (Docker and Kubernetes
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -68,6 +70,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
+    "mozilla_django_oidc",
     # For the API reference page's Swagger assets, which django-ninja ships: served from here, not from a CDN.
     "ninja",
     "accessreq",
@@ -83,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes requires: it turns a lockout flagged during the request into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -132,6 +138,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# The lockout check comes first and lets nothing past a locked username; ModelBackend before the SSO backend so
+# that the test client's force_login, which takes the first backend able to load a user, keeps local sessions.
+AUTHENTICATION_BACKENDS = [
+    "accessreq.auth.LocalLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -267,3 +279,58 @@ LOGGING = {
 ROTATION_GRACE_DAYS = envint("ROTATION_GRACE_DAYS", 7)
 RETIREMENT_GRACE_DAYS = envint("RETIREMENT_GRACE_DAYS", 7)
 REMINDER_DAYS = [int(d) for d in envlist("REMINDER_DAYS", "14,7,1")]
+
+
+# Sign-in. Local accounts (the demo, break-glass admins) sign in with a password; django-axes locks a username
+# from one address after AXES_FAILURE_LIMIT failures, for AXES_COOLOFF_MINUTES counted from the last failure.
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Otherwise the rightful owner, trying again during the lockout, would keep extending it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accessreq.auth.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Failed single sign-ons are the provider's business: only password attempts count towards a lockout.
+AXES_WHITELIST_CALLABLE = "accessreq.auth.is_not_a_password_attempt"
+# Its start-up banner and every successful sign-in at INFO are noise; failures and lockouts are warnings.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+
+# Single sign-on with Microsoft Entra ID (OpenID Connect, authorization code flow with PKCE), on when
+# OIDC_RP_CLIENT_ID is set. The endpoints derive from the tenant; each may be overridden (a local provider in tests).
+OIDC_RP_CLIENT_ID = env("OIDC_RP_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env("OIDC_RP_CLIENT_SECRET", "")
+OIDC_TENANT_ID = env("OIDC_TENANT_ID", "")
+_ENTRA = f"https://login.microsoftonline.com/{OIDC_TENANT_ID}" if OIDC_TENANT_ID else ""
+OIDC_OP_AUTHORIZATION_ENDPOINT = env("OIDC_OP_AUTHORIZATION_ENDPOINT", _ENTRA and f"{_ENTRA}/oauth2/v2.0/authorize")
+OIDC_OP_TOKEN_ENDPOINT = env("OIDC_OP_TOKEN_ENDPOINT", _ENTRA and f"{_ENTRA}/oauth2/v2.0/token")
+OIDC_OP_JWKS_ENDPOINT = env("OIDC_OP_JWKS_ENDPOINT", _ENTRA and f"{_ENTRA}/discovery/v2.0/keys")
+# The ID token carries every claim the portal reads (Entra's userinfo has no groups), so this is never called;
+# the library insists on it being set.
+OIDC_OP_USER_ENDPOINT = env("OIDC_OP_USER_ENDPOINT", _ENTRA and "https://graph.microsoft.com/oidc/userinfo")
+OIDC_OP_ISSUER = env("OIDC_OP_ISSUER", _ENTRA and f"{_ENTRA}/v2.0")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = envint("OIDC_TIMEOUT", 10)
+# SessionRefresh sends the browser back to Entra (prompt=none) this often, so a disabled account drops out.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = envint("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 15 * 60)
+OIDC_AUTHENTICATE_CLASS = "accessreq.auth.SignInView"
+OIDC_CALLBACK_CLASS = "accessreq.auth.CallbackView"
+# Entra group object id -> portal group name, e.g. {"0f1e...": "security"}. Mapped memberships follow the groups
+# claim at every sign-in; groups not named here are managed in the portal.
+try:
+    OIDC_GROUP_MAP: dict[str, str] = json.loads(env("OIDC_GROUP_MAP", "{}"))
+except json.JSONDecodeError as exc:
+    raise ImproperlyConfigured(f"OIDC_GROUP_MAP is not valid JSON: {exc}") from exc
+if not isinstance(OIDC_GROUP_MAP, dict) or not all(
+    isinstance(k, str) and isinstance(v, str) and v for k, v in OIDC_GROUP_MAP.items()
+):
+    raise ImproperlyConfigured("OIDC_GROUP_MAP must be a JSON object of group ids to group names.")
+# Members of these Entra groups are superusers (and staff); the flag follows the groups claim at every sign-in.
+OIDC_ADMIN_GROUPS = envlist("OIDC_ADMIN_GROUPS", "")
+if OIDC_RP_CLIENT_ID:
+    if not all((OIDC_OP_AUTHORIZATION_ENDPOINT, OIDC_OP_TOKEN_ENDPOINT, OIDC_OP_JWKS_ENDPOINT, OIDC_OP_ISSUER)):
+        raise ImproperlyConfigured("OIDC_TENANT_ID must be set with OIDC_RP_CLIENT_ID.")
+    AUTHENTICATION_BACKENDS.append("accessreq.auth.EntraIDBackend")
+    MIDDLEWARE.insert(MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accessreq.auth.SessionRefresh")

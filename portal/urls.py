@@ -5,13 +5,20 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accessreq.api import api
+from accessreq.auth import sso_enabled
 
 admin.site.site_header = "ACR Access Portal administration"
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"sso_enabled": sso_enabled}),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # Always routed; the views answer 404 until OIDC_RP_CLIENT_ID is set.
+    path("oidc/", include("mozilla_django_oidc.urls")),
     path("api/v1/", api.urls),
     path("", include("accessreq.urls")),
 ]
