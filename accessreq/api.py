@@ -22,7 +22,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator
 
-from accessreq import acr, apikeys, flow, lifecycle, provisioning, scopes, views
+from accessreq import acr, apikeys, flow, lifecycle, provisioning, ratelimit, scopes, views
 from accessreq.forms import NewRequest
 from accessreq.models import (
     AccessRequest,
@@ -176,13 +176,20 @@ def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc) or "Forbidden."}, status=403)
 
 
+@api.exception_handler(ratelimit.Limited)
+def _limited(request: HttpRequest, exc: ratelimit.Limited) -> HttpResponse:
+    response = api.create_response(request, {"detail": str(exc)}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 @api.exception_handler(flow.TransitionError)
 def _conflict(request: HttpRequest, exc: flow.TransitionError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=409)
 
 
 def _responses(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
-    errors = {400: Errors, 401: Error, 403: Error, 404: Error, 409: Error, 410: Gone}
+    errors = {400: Errors, 401: Error, 403: Error, 404: Error, 409: Error, 410: Gone, 429: Error}
     return {**ok, 401: Error, **{code: errors[code] for code in codes}}
 
 
@@ -547,9 +554,10 @@ def _form_errors(new: NewRequest) -> dict[str, list[str]]:
     return errors
 
 
-@api.post("/requests", response=_responses({201: RequestOut}, 400), tags=["requests"])
+@api.post("/requests", response=_responses({201: RequestOut}, 400, 429), tags=["requests"])
 def file_request(request: HttpRequest, payload: RequestIn, response: HttpResponse) -> Status:
     """File a request. It waits for the approvals listed in `approvals_needed`; nothing is saved on a 400."""
+    ratelimit.check("request", request)
     new = NewRequest(request.user, _form_data(payload, request.user))
     if not new.is_valid():
         return Status(400, {"errors": _form_errors(new)})
@@ -585,7 +593,7 @@ def cancel_request(request: HttpRequest, pk: Id) -> AccessRequest:
 
 
 @api.post(
-    "/requests/{pk}/reveal", response=_responses({200: Secret}, 400, 403, 404, 410), tags=["requests"]
+    "/requests/{pk}/reveal", response=_responses({200: Secret}, 400, 403, 404, 410, 429), tags=["requests"]
 )
 def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Status:
     """The token's password, exactly once, to the requester. Every later call is a 410 saying when it was revealed."""
@@ -596,6 +604,7 @@ def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Sta
 
 
 def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
+    ratelimit.check("reveal", request)
     try:
         revealed = provisioning.reveal(slot, request.user, request)
     except provisioning.RevealRefused as exc:
@@ -727,7 +736,7 @@ def retire_token(request: HttpRequest, pk: Id, payload: ReasonIn | None = None) 
 
 @api.post(
     "/tokens/{pk}/passwords/{slot}/reveal",
-    response=_responses({200: Secret}, 400, 403, 404, 410),
+    response=_responses({200: Secret}, 400, 403, 404, 410, 429),
     tags=["tokens"],
 )
 def reveal_token_password(request: HttpRequest, pk: Id, slot: acr.Slot, response: HttpResponse) -> Status:

@@ -30,6 +30,7 @@ from accessreq.models import (
     TokenStatus,
     UnmanagedToken,
 )
+from accessreq.ratelimit import rate_limited
 from accessreq.roles import roles_for
 from accessreq.views import AuthedRequest, _paginate, render_reveal
 
@@ -175,6 +176,7 @@ def token_confirm_switch(request: AuthedRequest, pk: int) -> HttpResponse:
 @never_cache
 @login_required
 @require_POST
+@rate_limited("reveal")
 def token_reveal(request: AuthedRequest, pk: int, slot: str) -> HttpResponse:
     token = _get_token_for_user(request, pk)
     found = PasswordSlot.objects.select_related("token__registry").filter(token=token, name=slot).first()

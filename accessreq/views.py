@@ -29,6 +29,7 @@ from accessreq.models import (
     Token,
     TokenStatus,
 )
+from accessreq.ratelimit import rate_limited
 from accessreq.roles import approval_queue_for, roles_for, visible_requests
 
 
@@ -122,6 +123,7 @@ def _rule_rows(request: AuthedRequest) -> int:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@rate_limited("request")
 def request_new(request: AuthedRequest) -> HttpResponse:
     renews = _token_to_change(request)
     base = {"renews": renews}
@@ -337,6 +339,7 @@ def _get_slot_for_requester(request: AuthedRequest, pk: int) -> PasswordSlot:
 @never_cache
 @login_required
 @require_POST
+@rate_limited("reveal")
 def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     slot = _get_slot_for_requester(request, pk)
     return render_reveal(request, slot, reverse("request_detail", args=[pk]), f"Back to request #{pk}")

@@ -6,13 +6,16 @@ from django.urls import include, path
 
 from accessreq.api import api
 from accessreq.auth import sso_enabled
+from accessreq.ratelimit import rate_limited
 
 admin.site.site_header = "ACR Access Portal administration"
 
 urlpatterns = [
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"sso_enabled": sso_enabled}),
+        rate_limited("signin")(
+            auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"sso_enabled": sso_enabled})
+        ),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
