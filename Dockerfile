@@ -41,4 +41,4 @@ RUN DEBUG=0 \
 USER portal
 EXPOSE 8000
 
-CMD ["gunicorn", "portal.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "portal.wsgi"]

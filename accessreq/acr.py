@@ -33,6 +33,20 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
 
+# Exactly what the calls below need in Azure RBAC, for a least-privilege custom role (the README prints it):
+# registry read, scope maps and tokens read/write/delete, generating token passwords, and reading the status of
+# a token's long-running create, which the SDK polls.
+REQUIRED_PERMISSIONS = (
+    "Microsoft.ContainerRegistry/registries/read",
+    "Microsoft.ContainerRegistry/registries/scopeMaps/read",
+    "Microsoft.ContainerRegistry/registries/scopeMaps/write",
+    "Microsoft.ContainerRegistry/registries/scopeMaps/delete",
+    "Microsoft.ContainerRegistry/registries/tokens/read",
+    "Microsoft.ContainerRegistry/registries/tokens/write",
+    "Microsoft.ContainerRegistry/registries/tokens/delete",
+    "Microsoft.ContainerRegistry/registries/tokens/operationStatuses/read",
+    "Microsoft.ContainerRegistry/registries/generateCredentials/action",
+)
 SLOTS = ("password1", "password2")
 Slot = Literal["password1", "password2"]
 # Written into every scope map the portal makes, so it never takes over one that a person made by hand.

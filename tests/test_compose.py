@@ -127,3 +127,30 @@ def test_it_builds_a_non_root_image() -> None:
 def test_it_documents_every_variable_in_the_readme() -> None:
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", (ROOT / "README.md").read_text(), re.M))
     assert _settings_variables() - documented == set()
+
+
+def test_it_publishes_exactly_the_azure_permissions_the_portal_uses() -> None:
+    import json
+    import re
+
+    from accessreq import acr
+
+    readme = (ROOT / "README.md").read_text()
+    role = json.loads(re.search(r'```json\n(\{\n  "Name": "ACR Access Portal".*?\n\})\n```', readme, re.S).group(1))
+    assert role["Actions"] == list(acr.REQUIRED_PERMISSIONS)
+    assert role["DataActions"] == [] and role["NotActions"] == []
+
+
+def test_it_gives_gunicorn_a_valid_configuration() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", "portal.wsgi"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
