@@ -253,12 +253,20 @@ def main() -> int:
         web = services[-1]
         _wait_until(web, f"http://127.0.0.1:{port}/accounts/login/")
         _banner(port)
+        # Without the web server there is nothing to look at, so its end is the demo's end. Any other piece may die
+        # (a worker killed to see what happens, say): the rest keep running so /healthz can show what is down.
+        reported: set[str] = set()
         while True:
             for child in children:
-                if not child.alive():
-                    assert child.process is not None
-                    say("demo", f"{child.name} {_ended(child.process.returncode)} unexpectedly; stopping the others")
+                if child.alive() or child.name in reported:
+                    continue
+                assert child.process is not None
+                ended = _ended(child.process.returncode)
+                if child is web:
+                    say("demo", f"{child.name} {ended} unexpectedly; stopping the others")
                     return 1
+                reported.add(child.name)
+                say("demo", f"{child.name} {ended} unexpectedly; http://127.0.0.1:{port}/healthz shows what is down")
             time.sleep(0.5)
     except Stop as stop:
         say("demo", f"{stop} received; stopping")
