@@ -210,6 +210,7 @@ def _detail_context(request: AuthedRequest, access_request: AccessRequest) -> di
         "req": access_request,
         "token": token,
         "slots": slots,
+        "state_key": ":".join([access_request.status, *(f"{s.name}={s.status}" for s in slots)]),
         "generating": any(s.status == SlotStatus.GENERATING for s in slots),
         "is_requester": user.pk == access_request.requester_id,
         "can_decide": can_decide,
@@ -244,7 +245,10 @@ def request_detail(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_GET
 def request_progress(request: AuthedRequest, pk: int) -> HttpResponse:
     access_request = _get_request_for_user(request, pk)
-    return render(request, "accessreq/request_status.html", _detail_context(request, access_request))
+    context = _detail_context(request, access_request)
+    if request.GET.get("seen") == context["state_key"]:
+        return HttpResponse(status=204)  # htmx swaps nothing, so screen readers hear nothing new
+    return render(request, "accessreq/request_status.html", context)
 
 
 @login_required

@@ -204,3 +204,14 @@ def test_it_queues_one_provisioning_for_two_simultaneous_approvals(
     assert outcomes.count(True) == 1
     assert AuditEvent.objects.filter(action="request.fully_approved").count() == 1
     assert AccessRequest.objects.get(pk=req.pk).approvals.count() == 1
+
+
+def test_it_answers_a_status_poll_only_when_something_changed(registry, requester, approver) -> None:
+    req = _file(registry, requester)
+    alice = _login(requester)
+    first = alice.get(f"/requests/{req.pk}/status", HTTP_HX_REQUEST="true")
+    assert first.status_code == 200 and first.context["state_key"] == "pending"
+    assert alice.get(f"/requests/{req.pk}/status?seen=pending").status_code == 204
+    _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    changed = alice.get(f"/requests/{req.pk}/status?seen=pending")
+    assert changed.status_code == 200 and "Approved" in changed.content.decode()
