@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint migrate worker beat clean
+.PHONY: venv demo test lint migrate worker beat bench clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ worker: venv
 beat: venv
 	mkdir -p var
 	$(BIN)/python -m celery -A portal beat -l info -s var/celerybeat-schedule
+
+# Figures and ratios, printed; each benchmark builds a throwaway portal of its own.
+bench: venv
+	cd bench && ../$(BIN)/python reconcile.py && ../$(BIN)/python pages.py
 
 # Databases, broker queues, emulator state and collected static files; never source.
 clean:
