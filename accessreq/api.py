@@ -22,7 +22,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator
 
-from accessreq import acr, apikeys, flow, lifecycle, provisioning, ratelimit, scopes, views
+from accessreq import acr, apikeys, flow, lifecycle, provisioning, ratelimit, scopes, token_views, views
 from accessreq.forms import NewRequest
 from accessreq.models import (
     AccessRequest,
@@ -743,13 +743,8 @@ def reveal_token_password(request: HttpRequest, pk: Id, slot: acr.Slot, response
     """A rotated password, exactly once, to whoever rotated. Later calls are a 410 saying when it was revealed."""
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
-    token = _get_token_for_user(request, pk)
-    found = PasswordSlot.objects.select_related("token__registry").filter(token=token, name=slot).first()
-    if found is None:
-        raise Http404("No such password.")
-    if found.requested_by_id != request.user.pk:
-        raise PermissionDenied("Only the person who asked for this password can reveal it.")
-    return _secret(found, request)
+    # The page's own lookup, so both answer 403 and 404 alike.
+    return _secret(token_views.slot_for_revealer(_get_token_for_user(request, pk), slot, request.user), request)
 
 
 # Audit ---------------------------------------------------------------------------------------------------------

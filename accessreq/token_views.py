@@ -179,12 +179,18 @@ def token_confirm_switch(request: AuthedRequest, pk: int) -> HttpResponse:
 @rate_limited("reveal")
 def token_reveal(request: AuthedRequest, pk: int, slot: str) -> HttpResponse:
     token = _get_token_for_user(request, pk)
-    found = PasswordSlot.objects.select_related("token__registry").filter(token=token, name=slot).first()
+    found = slot_for_revealer(token, slot, request.user)
+    return render_reveal(request, found, token.get_absolute_url(), f"Back to token {token.name}")
+
+
+def slot_for_revealer(token: Token, name: str, user: object) -> PasswordSlot:
+    """A token's password slot, for the one person who may reveal it (403 for others who see the token)."""
+    found = PasswordSlot.objects.select_related("token__registry").filter(token=token, name=name).first()
     if found is None:
         raise Http404("No such password.")
-    if found.requested_by_id != request.user.pk:
+    if found.requested_by_id != user.pk:
         raise PermissionDenied("Only the person who asked for this password can reveal it.")
-    return render_reveal(request, found, token.get_absolute_url(), f"Back to token {token.name}")
+    return found
 
 
 @login_required
