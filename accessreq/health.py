@@ -40,7 +40,7 @@ def check_broker() -> Check:
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
-            transport = conn.transport_cls if isinstance(conn.transport_cls, str) else conn.transport.driver_type
+            transport = conn.transport.driver_type
     except Exception as exc:  # noqa: BLE001
         return Check("broker", False, type(exc).__name__)
     return Check("broker", True, str(transport))
