@@ -8,7 +8,7 @@ from azure.mgmt.containerregistry import models as m
 
 from acr_emulator.testing import Emulator, make_client, start_emulator
 
-from .helpers import REGISTRY, create_registry
+from .helpers import READ, REGISTRY, create_registry, create_scope_map
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,8 @@ def client(emu: Emulator) -> Iterator[ContainerRegistryManagementClient]:
 @pytest.fixture
 def registry(client: ContainerRegistryManagementClient) -> m.Registry:
     return create_registry(client, REGISTRY, sku="Standard")
+
+
+@pytest.fixture
+def scope_map(client: ContainerRegistryManagementClient, registry: m.Registry) -> m.ScopeMap:
+    return create_scope_map(client, "team-pull", [READ])

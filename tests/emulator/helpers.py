@@ -20,6 +20,9 @@ REGISTRY_ID = (
 )
 
 
+# A wildcard pull rule, the action most tests need.
+READ = "repositories/sample/*/content/read"
+
 def create_registry(
     client: ContainerRegistryManagementClient, name: str, sku: str = "Standard", rg: str = RG
 ) -> m.Registry:

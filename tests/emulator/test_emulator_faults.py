@@ -16,19 +16,11 @@ from .helpers import (
     REGISTRY_ID,
     RG,
     create_registry,
-    create_scope_map,
     create_token,
     generate,
     operations,
     raw,
 )
-
-READ = "repositories/sample/*/content/read"
-
-
-@pytest.fixture
-def scope_map(client: ContainerRegistryManagementClient, registry: m.Registry) -> m.ScopeMap:
-    return create_scope_map(client, "team-pull", [READ])
 
 
 def test_it_throttles_with_retry_after(emu: Emulator, scope_map: m.ScopeMap) -> None:

@@ -7,9 +7,7 @@ from azure.mgmt.containerregistry import models as m
 
 from acr_emulator.testing import Emulator
 
-from .helpers import REGISTRY, REGISTRY_ID, RG, create_registry, create_scope_map, create_token, operations, raw
-
-READ = "repositories/sample/*/content/read"
+from .helpers import READ, REGISTRY, REGISTRY_ID, RG, create_registry, create_scope_map, create_token, operations, raw
 
 
 def test_it_creates_a_scope_map(client: ContainerRegistryManagementClient, registry: m.Registry) -> None:

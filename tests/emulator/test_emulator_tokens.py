@@ -10,6 +10,7 @@ from azure.mgmt.containerregistry import models as m
 from acr_emulator.testing import Emulator
 
 from .helpers import (
+    READ,
     REGISTRY,
     REGISTRY_ID,
     RG,
@@ -20,13 +21,6 @@ from .helpers import (
     operations,
     raw,
 )
-
-READ = "repositories/sample/*/content/read"
-
-
-@pytest.fixture
-def scope_map(client: ContainerRegistryManagementClient, registry: m.Registry) -> m.ScopeMap:
-    return create_scope_map(client, "team-pull", [READ])
 
 
 def test_it_creates_a_token(client: ContainerRegistryManagementClient, scope_map: m.ScopeMap) -> None:
