@@ -207,16 +207,22 @@ else:
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR / "queue"),
-        "data_folder_out": str(BROKER_DIR / "queue"),
-        "control_folder": str(BROKER_DIR / "control"),
+
+
+def filesystem_broker(root: Path) -> dict[str, object]:
+    """Transport options for a filesystem broker under `root`, with its folders made: a fresh clone has none."""
+    for folder in ("queue", "control"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(root / "queue"),
+        "data_folder_out": str(root / "queue"),
+        "control_folder": str(root / "control"),
         "store_processed": False,
     }
-    # The transport expects its folders to exist; a fresh clone has none.
-    for _folder in ("queue", "control"):
-        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker(BROKER_DIR)
 else:
     # A message not acknowledged within this time is delivered again. Every retry delay stays well below it
     # (CELERY_RETRY_MAX_DELAY), or a long countdown would be redelivered while it waits.

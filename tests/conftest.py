@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 
 from portal.celery import app as celery_app
+from portal.settings import filesystem_broker
 
 PASSWORD = "test-password-1"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -21,18 +22,9 @@ def _use_test_broker() -> None:
         # A shared Redis: a queue named for this process.
         celery_app.conf.task_default_queue = f"tests-{os.getpid()}"
         return
-    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        root = Path(settings.VAR_DIR) / f"test-broker-{os.getpid()}"
-        shutil.rmtree(root, ignore_errors=True)
-        options = {
-            "data_folder_in": str(root / "queue"),
-            "data_folder_out": str(root / "queue"),
-            "control_folder": str(root / "control"),
-            "store_processed": False,
-        }
-        for folder in ("queue", "control"):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        celery_app.conf.broker_transport_options = options
+    root = Path(settings.VAR_DIR) / f"test-broker-{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    celery_app.conf.broker_transport_options = filesystem_broker(root)
 
 
 def pytest_configure(config: pytest.Config) -> None:
