@@ -9,6 +9,7 @@ Retries live in one layer, Celery's: the SDK's own retry policy is switched off,
 
 from __future__ import annotations
 
+import random
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.identity import DefaultAzureCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
 
@@ -135,8 +137,6 @@ class _StaticCredential:
 def _credential() -> Any:
     if settings.ACR_CREDENTIAL == "emulator":
         return _StaticCredential(settings.ACR_EMULATOR_TOKEN)
-    from azure.identity import DefaultAzureCredential
-
     return DefaultAzureCredential()
 
 
@@ -197,6 +197,15 @@ def _translated() -> Iterator[None]:
         raise TransientError(_describe(exc)) from exc
 
 
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before attempt `attempt + 1`: doubling from PROVISIONING_RETRY_SECONDS, never less than Azure's own
+    Retry-After, never more than CELERY_RETRY_MAX_DELAY (a longer countdown would be redelivered while it waits)."""
+    backoff = min(settings.CELERY_RETRY_MAX_DELAY, settings.PROVISIONING_RETRY_SECONDS * 2 ** (attempt - 1))
+    # Jitter spreads a burst of throttled tasks out instead of sending them back together.
+    backoff *= random.uniform(0.75, 1.0)
+    return float(min(settings.CELERY_RETRY_MAX_DELAY, max(backoff, retry_after or 0)))
+
+
 def _registry_id(registry: RegistryRef) -> str:
     return (
         f"/subscriptions/{registry.subscription_id}/resourceGroups/{registry.resource_group}"
@@ -228,12 +237,6 @@ def ping(timeout: float) -> tuple[bool, str]:
         return True, f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return False, type(getattr(exc, "reason", exc)).__name__
-
-
-def get_registry(registry: RegistryRef) -> dict[str, Any]:
-    with _translated():
-        found = client(registry.subscription_id).registries.get(registry.resource_group, registry.name)
-    return {"login_server": found.login_server, "sku": found.sku.name if found.sku else "", "location": found.location}
 
 
 def get_scope_map(registry: RegistryRef, name: str) -> ScopeMapInfo | None:

@@ -1,29 +1,33 @@
 """The JSON API at /api/v1: the same flow as the pages, for pipelines and scripts.
 
-Every endpoint calls the same domain functions as the pages (flow, provisioning, roles) and answers the same way:
-404 for what the caller may not see, 403 for what they may see but not do, 409 for a transition that no longer
-applies. Filing a request goes through the page's own form, so a bad field gets the page's own message.
+Every endpoint looks its object up through `access` and calls the same domain functions as the pages, and the
+domain's refusals map to answers in one place (the exception handlers below): 404 for what the caller may not see,
+403 for what they may see but not do, 400 with messages by field for input that can never succeed, 409 for a
+transition that no longer applies, 410 for what is gone, 502 when the registry refuses. Filing a request asks the
+same review as the page's form, so a bad field gets the page's own message.
 """
 
 # No `from __future__ import annotations` here: ninja reads the endpoints' signatures at run time, and for a
 # paginated endpoint it would resolve string annotations in its own module rather than in this one.
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Prefetch, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Path, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import acr, apikeys, flow, lifecycle, provisioning, ratelimit, scopes, token_views, views
-from accessreq.forms import NewRequest
+from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens
+from accessreq.errors import Conflict, Invalid
+from accessreq.errors import Gone as GoneError
 from accessreq.models import (
     AccessRequest,
     Approval,
@@ -37,7 +41,6 @@ from accessreq.models import (
     Token,
     TokenStatus,
 )
-from accessreq.roles import approval_queue_for, roles_for, visible_requests
 
 # Ids are 64-bit in every database we run on; a larger one would overflow the query instead of finding nothing.
 MAX_ID = 2**63 - 1
@@ -122,7 +125,14 @@ _DJANGO_WORDING = {
     "date_from_datetime_parsing": "Enter a valid date.",
     "date_from_datetime_inexact": "Enter a valid date.",
     "date_type": "Enter a valid date.",
+    "extra_forbidden": "Unknown field.",
 }
+# Fields renamed in the contract: a client sending the old name is told the new one rather than ignored.
+_RENAMED = {"password_days": "password_lifetime_days"}
+
+
+# pydantic names the member of a union that failed ("constrained-int"); the caller named just the field.
+_UNION_MEMBER = re.compile(r"^(constrained-)?(int|str|float|bool|date)$")
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -136,7 +146,7 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     for part in parts:
         if isinstance(part, int):
             name += f"[{part}]"
-        else:
+        elif not _UNION_MEMBER.match(str(part)):
             name += f".{part}" if name else str(part)
     return name or "body"
 
@@ -147,7 +157,13 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     errors: dict[str, list[str]] = {}
     for error in exc.errors:
         message = _DJANGO_WORDING.get(error.get("type", ""), error.get("msg", "Invalid value."))
-        errors.setdefault(_field_name(error.get("loc", ())), []).append(message)
+        name = _field_name(error.get("loc", ()))
+        if error.get("type") == "extra_forbidden" and name in _RENAMED:
+            message = f"Unknown field: it is called {_RENAMED[name]}."
+        if name in errors and any(_UNION_MEMBER.match(str(part)) for part in error.get("loc", ())):
+            errors[name] = ["Give a whole number or a name."]  # one message for the union, not one per member
+            continue
+        errors.setdefault(name, []).append(message)
     return api.create_response(request, {"errors": errors}, status=400)
 
 
@@ -183,13 +199,29 @@ def _limited(request: HttpRequest, exc: ratelimit.Limited) -> HttpResponse:
     return response
 
 
-@api.exception_handler(flow.TransitionError)
-def _conflict(request: HttpRequest, exc: flow.TransitionError) -> HttpResponse:
+@api.exception_handler(Invalid)
+def _invalid(request: HttpRequest, exc: Invalid) -> HttpResponse:
+    errors = {("body" if name == "__all__" else name): messages for name, messages in exc.errors.items()}
+    return api.create_response(request, {"errors": errors}, status=400)
+
+
+@api.exception_handler(Conflict)
+def _conflict(request: HttpRequest, exc: Conflict) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=409)
 
 
+@api.exception_handler(GoneError)
+def _gone(request: HttpRequest, exc: GoneError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc), "revealed_at": exc.revealed_at}, status=410)
+
+
+@api.exception_handler(acr.AcrError)
+def _registry_refused(request: HttpRequest, exc: acr.AcrError) -> HttpResponse:
+    return api.create_response(request, {"detail": f"The registry refused: {exc}"}, status=502)
+
+
 def _responses(ok: dict[int, Any], *codes: int) -> dict[int, Any]:
-    errors = {400: Errors, 401: Error, 403: Error, 404: Error, 409: Error, 410: Gone, 429: Error}
+    errors = {400: Errors, 401: Error, 403: Error, 404: Error, 409: Error, 410: Gone, 429: Error, 502: Error}
     return {**ok, 401: Error, **{code: errors[code] for code in codes}}
 
 
@@ -281,21 +313,31 @@ class RegistryOut(Schema):
     write_approvals: int = Field(description="Approvals for a request with any write, delete or metadata/write.")
 
 
-class RuleIn(Schema):
-    repository: str = Field(description="myapp/api, a prefix wildcard myapp/*, or *.")
-    actions: list[Annotated[str, Field(json_schema_extra={"enum": list(scopes.ACTIONS)})]]
+class StrictIn(Schema):
+    """An input body: a field the schema does not know is a 400 naming it, never silently dropped, so a misspelt
+    optional field does not quietly get its default."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class RequestIn(Schema):
-    registry: Annotated[int, Field(ge=1, le=MAX_ID)] | Annotated[str, Field(max_length=50)] = Field(
+class RuleIn(StrictIn):
+    repository: Text = Field(max_length=scopes.MAX_REPOSITORY_LENGTH, description="myapp/api, myapp/*, or *.")
+    actions: list[Annotated[str, Field(max_length=32, json_schema_extra={"enum": list(scopes.ACTIONS)})]] = Field(
+        max_length=len(scopes.ACTIONS)
+    )
+
+
+class RequestIn(StrictIn):
+    # Strict: JSON true is not the registry 1, nor a lifetime of 1 day.
+    registry: Annotated[StrictInt, Field(ge=1, le=MAX_ID)] | Annotated[str, Field(max_length=50)] = Field(
         description="The registry's id or name."
     )
-    rules: list[RuleIn]
-    purpose: str
-    client_kind: str = Field(json_schema_extra={"enum": list(ClientKind.values)})
-    team: str
-    owner: str | None = Field(None, description="The accountable person's username; you when left out.")
-    password_days: int
+    rules: list[RuleIn] = Field(max_length=flow.MAX_RULES)
+    purpose: Text = Field(max_length=flow.MAX_PURPOSE)
+    client_kind: str = Field(max_length=16, json_schema_extra={"enum": list(ClientKind.values)})
+    team: Text = Field(max_length=flow.MAX_TEAM)
+    owner: Text | None = Field(None, max_length=150, description="The accountable person's username; you if left out.")
+    password_lifetime_days: Annotated[StrictInt, Field(le=10_000)] = Field(description="Each password's lifetime.")
     retire_on: date
 
 
@@ -343,7 +385,7 @@ class RequestOut(Schema):
     client_kind: ClientKind
     rules: list[Rule]
     scope_map_actions: list[str]
-    password_days: int
+    password_lifetime_days: int
     retire_on: date
     created_at: datetime
     updated_at: datetime
@@ -357,6 +399,10 @@ class RequestOut(Schema):
     @staticmethod
     def resolve_registry(obj: AccessRequest) -> str:
         return obj.registry.name
+
+    @staticmethod
+    def resolve_password_lifetime_days(obj: AccessRequest) -> int:
+        return obj.password_days
 
     @staticmethod
     def resolve_requester(obj: AccessRequest) -> str:
@@ -381,15 +427,14 @@ class RequestOut(Schema):
 
     @staticmethod
     def resolve_failure_reason(obj: AccessRequest, context: dict[str, Any]) -> str | None:
-        roles = roles_for(context["request"].user)
-        return obj.failure_reason if roles.is_admin or roles.is_security else None
+        return obj.failure_reason if access.sees_failure_reasons(context["request"].user) else None
 
     @staticmethod
     def resolve_url(obj: AccessRequest, context: dict[str, Any]) -> str:
         return context["request"].build_absolute_uri(obj.get_absolute_url())
 
 
-class DecisionIn(Schema):
+class DecisionIn(StrictIn):
     comment: Text = Field("", max_length=2000, description="Required to reject: the requester reads it.")
 
 
@@ -423,6 +468,7 @@ class TokenOut(Schema):
     client_kind: ClientKind
     rules: list[Rule]
     retire_on: date
+    password_lifetime_days: int
     created_at: datetime
     last_rotated_at: datetime | None
     let_expire: bool
@@ -438,6 +484,10 @@ class TokenOut(Schema):
     @staticmethod
     def resolve_request(obj: Token) -> int | None:
         return obj.request_id
+
+    @staticmethod
+    def resolve_password_lifetime_days(obj: Token) -> int:
+        return obj.password_days
 
     @staticmethod
     def resolve_owner(obj: Token) -> str:
@@ -476,30 +526,24 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _requests(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
-    # "given" is annotated in the prefetch, so a page of requests costs a fixed number of queries.
-    return qs.select_related("registry", "requester", "owner", "token").prefetch_related(
-        Prefetch(
-            "requirements",
-            queryset=ApprovalRequirement.objects.select_related("group").annotate(given=Count("approvals")),
-        ),
-        Prefetch("approvals", queryset=Approval.objects.select_related("approver")),
-    )
+    # The pages' own query shape, plus the token: a page of requests costs a fixed number of queries.
+    return qs.with_details().select_related("token")
 
 
 def _get_request_for_user(request: HttpRequest, pk: int) -> AccessRequest:
-    found = _requests(visible_requests(request.user)).filter(pk=pk).first()
-    if found is None:
-        raise Http404("No such request.")
-    return found
+    return access.get_request_for_user(request.user, pk, prepare=_requests)
 
 
 def _reload(pk: int) -> AccessRequest:
     return _requests(AccessRequest.objects.filter(pk=pk)).get()
 
 
-def _visible_tokens(user: AbstractBaseUser) -> QuerySet[Token]:
-    # The pages' own rule for who sees a token, so the API shows no more and no less.
-    return lifecycle.tokens_for(user).select_related("registry", "owner", "requester").prefetch_related("slots")
+def _tokens(qs: QuerySet[Token]) -> QuerySet[Token]:
+    return qs.select_related("registry", "owner", "requester").prefetch_related("slots")
+
+
+def _get_token_for_user(request: HttpRequest, pk: int) -> Token:
+    return access.get_token_for_user(request.user, pk, prepare=_tokens)
 
 
 # Registries ----------------------------------------------------------------------------------------------------
@@ -514,63 +558,42 @@ def list_registries(request: HttpRequest) -> QuerySet[Registry]:
 # Requests ------------------------------------------------------------------------------------------------------
 
 
-def _registry_value(value: int | str) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if "\x00" not in value:
-        found = Registry.objects.filter(active=True, name=value).values_list("pk", flat=True).first()
-        if found is not None:
-            return str(found)
-    return value  # not a registry: the form says so, in its own words
-
-
-def _form_data(payload: RequestIn, user: AbstractBaseUser) -> QueryDict:
-    """The JSON body as the page's form fields, so the page's form validates it."""
-    data = QueryDict(mutable=True)
-    data["registry"] = _registry_value(payload.registry)
-    data["rules-TOTAL_FORMS"] = str(len(payload.rules))
-    data["rules-INITIAL_FORMS"] = "0"
-    for i, rule in enumerate(payload.rules):
-        data[f"rules-{i}-repository"] = rule.repository
-        data.setlist(f"rules-{i}-actions", rule.actions)
-    data["purpose"] = payload.purpose
-    data["client_kind"] = payload.client_kind
-    data["owner"] = payload.owner if payload.owner is not None else user.get_username()
-    data["team"] = payload.team
-    data["password_days"] = str(payload.password_days)
-    data["retire_on"] = payload.retire_on.isoformat()
-    return data
-
-
-def _form_errors(new: NewRequest) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    for field, items in new.form.errors.get_json_data().items():
-        errors[field] = [item["message"] for item in items]
-    for i, rule in enumerate(new.rules.forms):
-        for field, items in rule.errors.get_json_data().items():
-            errors[f"rules[{i}].{field}"] = [item["message"] for item in items]
-    if new.rule_errors:
-        errors["rules"] = [str(e) for e in new.rule_errors]
-    return errors
-
-
 @api.post("/requests", response=_responses({201: RequestOut}, 400, 429), tags=["requests"])
 def file_request(request: HttpRequest, payload: RequestIn, response: HttpResponse) -> Status:
     """File a request. It waits for the approvals listed in `approvals_needed`; nothing is saved on a 400."""
     ratelimit.check("request", request)
-    new = NewRequest(request.user, _form_data(payload, request.user))
-    if not new.is_valid():
-        return Status(400, {"errors": _form_errors(new)})
-    created = flow.submit(new.cleaned, new.requirements, request.user, request)
+    try:
+        created = _submit(request, payload)
+    except Invalid as exc:
+        # The domain names fields as the page's form does; the contract names the lifetime differently.
+        raise Invalid({_API_FIELD.get(name, name): messages for name, messages in exc.errors.items()}) from exc
     response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{created.pk}")
     return Status(201, _reload(created.pk))
+
+
+_API_FIELD = {"password_days": "password_lifetime_days"}
+
+
+def _submit(request: HttpRequest, payload: RequestIn) -> AccessRequest:
+    return flow.submit(
+        request.user,
+        registry=flow.find_registry(payload.registry),
+        rules=[scopes.Rule.of(rule.repository.strip(), rule.actions) for rule in payload.rules],
+        purpose=payload.purpose,
+        client_kind=payload.client_kind,
+        owner=payload.owner if payload.owner is not None else request.user.get_username(),
+        team=payload.team,
+        password_days=payload.password_lifetime_days,
+        retire_on=payload.retire_on,
+        request=request,
+    )
 
 
 @api.get("/requests", response=_responses({200: list[RequestOut]}, 400), tags=["requests"])
 @paginate(Pages)
 def list_requests(request: HttpRequest, status: RequestStatus | None = None) -> QuerySet[AccessRequest]:
     """Your requests, as requester or as owner, newest first."""
-    qs = AccessRequest.objects.filter(Q(requester=request.user) | Q(owner=request.user))
+    qs = access.my_requests(request.user)
     if status is not None:
         qs = qs.filter(status=status)
     return _requests(qs).order_by("-created_at", "-id")
@@ -586,8 +609,6 @@ def get_request(request: HttpRequest, pk: Id) -> AccessRequest:
 def cancel_request(request: HttpRequest, pk: Id) -> AccessRequest:
     """Withdraw your request while it still waits for approval."""
     access_request = _get_request_for_user(request, pk)
-    if request.user.pk != access_request.requester_id:
-        raise PermissionDenied("Only the requester can cancel a request.")
     flow.cancel(access_request, request.user, request)
     return _reload(pk)
 
@@ -599,16 +620,12 @@ def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Sta
     """The token's password, exactly once, to the requester. Every later call is a 410 saying when it was revealed."""
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
-    # The page's own lookup, so who may reveal (403) and who may not even see (404) stays the same in both.
-    return _secret(views._get_slot_for_requester(request, pk), request)
+    return _secret(access.first_slot_for_requester(request.user, pk), request)
 
 
 def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
     ratelimit.check("reveal", request)
-    try:
-        revealed = provisioning.reveal(slot, request.user, request)
-    except provisioning.RevealRefused as exc:
-        return Status(410, {"detail": str(exc), "revealed_at": exc.revealed_at})
+    revealed = slots.reveal(slot, request.user, request)
     secret = {
         "username": revealed.username,
         "password": revealed.password,
@@ -625,18 +642,14 @@ def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
 @paginate(Pages)
 def list_approvals(request: HttpRequest) -> QuerySet[AccessRequest]:
     """Requests waiting for your approval, oldest first."""
-    if not roles_for(request.user).is_approver:
-        raise PermissionDenied("Only approvers have a queue.")
-    return _requests(approval_queue_for(request.user)).order_by("created_at", "id")
+    access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
+    return _requests(access.approval_queue_for(request.user)).order_by("created_at", "id")
 
 
 def _decide(request: HttpRequest, pk: int, payload: DecisionIn | None, decide: Any) -> Status:
     access_request = _get_request_for_user(request, pk)
     comment = payload.comment if payload is not None else ""
-    try:
-        decide(access_request, request.user, comment, request)
-    except ValueError as exc:
-        return Status(400, {"errors": {"comment": [str(exc)]}})
+    decide(access_request, request.user, comment, request)
     return Status(200, _reload(pk))
 
 
@@ -663,17 +676,10 @@ def reject_request(request: HttpRequest, pk: Id, payload: DecisionIn | None = No
 @paginate(Pages)
 def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> QuerySet[Token]:
     """Tokens you own or asked for; every token for security."""
-    qs = _visible_tokens(request.user)
+    qs = _tokens(access.tokens_for(request.user))
     if status is not None:
         qs = qs.filter(status=status)
     return qs.order_by("registry__name", "name")
-
-
-def _get_token_for_user(request: HttpRequest, pk: int) -> Token:
-    token = _visible_tokens(request.user).filter(pk=pk).first()
-    if token is None:
-        raise Http404("No such token.")
-    return token
 
 
 @api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])
@@ -681,57 +687,48 @@ def get_token(request: HttpRequest, pk: Id) -> Token:
     return _get_token_for_user(request, pk)
 
 
-class ReasonIn(Schema):
+class ReasonIn(StrictIn):
     reason: Annotated[str, AfterValidator(_no_nul)] = Field("", max_length=500)
 
 
 def _lifecycle(request: HttpRequest, pk: int, action: Any, status: int = 200) -> Status:
-    """Run one lifecycle function on a token the caller may see: its refusals map to 400, 403, 409 and 502."""
-    token = _get_token_for_user(request, pk)
-    try:
-        action(token)
-    except ValueError as exc:
-        return Status(400, {"errors": {"reason": [str(exc)]}})
-    except lifecycle.LifecycleError as exc:
-        return Status(409, {"detail": str(exc)})
-    except acr.AcrError as exc:
-        return Status(502, {"detail": f"The registry refused: {exc}"})
+    """Run one token action on a token the caller may see, and answer with the token as it is now."""
+    action(_get_token_for_user(request, pk))
     return Status(status, _get_token_for_user(request, pk))
 
 
-LIFECYCLE_RESPONSES = _responses({200: TokenOut}, 400, 403, 404, 409)
-LIFECYCLE_RESPONSES[502] = Error
+LIFECYCLE_RESPONSES = _responses({200: TokenOut}, 400, 403, 404, 409, 502)
 
 
 @api.post("/tokens/{pk}/rotate", response={**LIFECYCLE_RESPONSES, 202: TokenOut}, tags=["tokens"])
 def rotate_token(request: HttpRequest, pk: Id) -> Status:
     """Generate the free password slot (202: it is being generated). Reveal it once with
     /tokens/{id}/passwords/{slot}/reveal; the old password works until /confirm-switch or the grace period ends."""
-    return _lifecycle(request, pk, lambda t: lifecycle.rotate(t, request.user, request), status=202)
+    return _lifecycle(request, pk, lambda t: tokens.rotate(t, request.user, request), status=202)
 
 
 @api.post("/tokens/{pk}/confirm-switch", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def confirm_switch(request: HttpRequest, pk: Id) -> Status:
     """Your clients use the new password: delete the old slot now."""
-    return _lifecycle(request, pk, lambda t: lifecycle.confirm_switch(t, request.user, request))
+    return _lifecycle(request, pk, lambda t: tokens.confirm_switch(t, request.user, request))
 
 
 @api.post("/tokens/{pk}/disable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def disable_token(request: HttpRequest, pk: Id, payload: ReasonIn) -> Status:
     """Disable at once, saying why: the owner, an approver of its repositories, or security."""
-    return _lifecycle(request, pk, lambda t: lifecycle.disable(t, request.user, payload.reason, request))
+    return _lifecycle(request, pk, lambda t: tokens.disable(t, request.user, payload.reason, request))
 
 
 @api.post("/tokens/{pk}/enable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def enable_token(request: HttpRequest, pk: Id) -> Status:
-    return _lifecycle(request, pk, lambda t: lifecycle.enable(t, request.user, request))
+    return _lifecycle(request, pk, lambda t: tokens.enable(t, request.user, request))
 
 
 @api.post("/tokens/{pk}/retire", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def retire_token(request: HttpRequest, pk: Id, payload: ReasonIn | None = None) -> Status:
     """Disable now; the token and its scope map are deleted when the retirement grace period ends."""
     reason = (payload.reason if payload else "").strip() or "retired through the API"
-    return _lifecycle(request, pk, lambda t: lifecycle.retire(t, request.user, reason, request))
+    return _lifecycle(request, pk, lambda t: tokens.retire(t, request.user, reason, request))
 
 
 @api.post(
@@ -743,8 +740,7 @@ def reveal_token_password(request: HttpRequest, pk: Id, slot: acr.Slot, response
     """A rotated password, exactly once, to whoever rotated. Later calls are a 410 saying when it was revealed."""
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
-    # The page's own lookup, so both answer 403 and 404 alike.
-    return _secret(token_views.slot_for_revealer(_get_token_for_user(request, pk), slot, request.user), request)
+    return _secret(access.slot_for_revealer(request.user, pk, slot), request)
 
 
 # Audit ---------------------------------------------------------------------------------------------------------
@@ -757,8 +753,7 @@ def list_audit(
     action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
 ) -> QuerySet[AuditEvent]:
     """The audit trail, newest first, for security staff. `action` filters by prefix, e.g. `password.`."""
-    if not roles_for(request.user).is_security:
-        raise PermissionDenied("The audit log is for security staff.")
+    access.require(access.roles_for(request.user).is_security, "The audit log is for security staff.")
     qs = AuditEvent.objects.all()
     if action:
         qs = qs.filter(action__startswith=action)

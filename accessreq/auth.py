@@ -1,7 +1,7 @@
 """Signing in: Microsoft Entra ID through OpenID Connect, and local passwords behind a lockout.
 
 Entra decides who someone is and which of their groups matter here; the portal's roles then follow from Django
-groups as everywhere else (accessreq.roles). Local accounts remain for the demo and for break-glass admins.
+groups as everywhere else (accessreq.access). Local accounts remain for the demo and for break-glass admins.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 
-from accessreq.roles import roles_for
+from accessreq.access import roles_for
 
 
 def portal(request: HttpRequest) -> dict[str, object]:

@@ -1,33 +1,44 @@
 """A request's way from filed to approved, rejected or cancelled.
 
-Every transition is a conditional update on the current status, so two clicks or two approvers cannot both win, and
-every one is audited in the same transaction.
+`review` says what a request would be (its merged rules, who must approve, what is wrong, by field) from plain
+values; the form's preview, the form and the API all ask it, so they give the same verdict. `submit` files a request
+that `review` found valid. Every transition after that is a conditional update on the current status, so two clicks
+or two approvers cannot both win, and every one is audited in the same transaction.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import audit, notify
+from accessreq import access, audit, enqueue, notify, routing, scopes
+from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
+    LIVE_TOKEN_STATUSES,
+    OPEN_REQUEST_STATUSES,
     AccessRequest,
     Approval,
     ApprovalRequirement,
+    ClientKind,
     Decision,
+    Registry,
     RequestStatus,
+    Token,
 )
-from accessreq.roles import roles_for
+from accessreq.scopes import Rule
 
-
-class TransitionError(Exception):
-    """The request is no longer in a state where this applies (HTTP 409)."""
+MAX_RULES = 200
+MAX_PURPOSE = 500
+MAX_TEAM = 100
+NO_RULES = "Add at least one repository with its actions."
 
 
 def token_name_for(client_kind: str, team: str, number: int | str) -> str:
@@ -39,29 +50,217 @@ def token_name_for(client_kind: str, team: str, number: int | str) -> str:
     return f"{head}{suffix}"
 
 
+def find_registry(value: int | str) -> Registry:
+    """An active registry by id or by name, for callers that name it in plain values."""
+    found = Registry.objects.filter(active=True)
+    if isinstance(value, int):
+        registry = found.filter(pk=value).first()
+    else:
+        registry = found.filter(name=value).first() if "\x00" not in value else None
+    if registry is None:
+        raise Invalid(f"No active registry is called {value!r}.", field="registry")
+    return registry
+
+
+def tokens_in_use(registry: Registry) -> int:
+    """Live tokens, unmanaged ones and those still on their way: what counts against the SKU's token limit."""
+    live_tokens = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES).count()
+    live_tokens += registry.unmanaged_tokens.count()
+    in_flight = AccessRequest.objects.filter(registry=registry, status__in=OPEN_REQUEST_STATUSES).count()
+    return live_tokens + in_flight
+
+
+@dataclass
+class Review:
+    """What a request would be, and what is wrong with it, by field. Valid when `errors` is empty."""
+
+    registry: Registry | None
+    rules: list[dict]
+    purpose: str
+    client_kind: str
+    owner: AbstractBaseUser | None
+    team: str
+    password_days: int | None
+    retire_on: date | None
+    renews: Token | None
+    requirements: list[routing.Requirement] = field(default_factory=list)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+    @property
+    def actions(self) -> list[str]:
+        return scopes.scope_map_actions(self.rules)
+
+    @property
+    def risks(self) -> list[str]:
+        return scopes.risks(self.rules, self.client_kind)
+
+
+def review(
+    requester: AbstractBaseUser,
+    *,
+    registry: Registry | None,
+    rules: Sequence[Rule],
+    purpose: str = "",
+    client_kind: str = "",
+    owner: str = "",
+    team: str = "",
+    password_days: int | None = None,
+    retire_on: date | None = None,
+    renews: Token | None = None,
+) -> Review:
+    """Every policy a request must meet. A value that is None or empty was missing or already refused upstream."""
+    today = timezone.localdate()
+    found = Review(
+        registry=registry,
+        rules=[],
+        purpose=" ".join(purpose.split()),
+        client_kind=client_kind,
+        owner=None,
+        team=team.strip(),
+        password_days=password_days,
+        retire_on=retire_on,
+        renews=renews,
+    )
+    if registry is None:
+        found.add("registry", "Choose a registry.")
+    if len(found.purpose) < 10:
+        found.add("purpose", "Say in a sentence what will use this token.")
+    elif len(found.purpose) > MAX_PURPOSE:
+        found.add("purpose", f"Keep it to {MAX_PURPOSE} characters.")
+    if client_kind not in ClientKind.values:
+        found.add("client_kind", f"Select a valid choice. {client_kind} is not one of the available choices.")
+    if not found.team:
+        found.add("team", "Name the team that owns this token.")
+    elif len(found.team) > MAX_TEAM:
+        found.add("team", f"Keep it to {MAX_TEAM} characters.")
+    username = owner.strip()
+    found.owner = get_user_model().objects.filter(username=username, is_active=True).first() if username else None
+    if found.owner is None:
+        found.add("owner", f"No active user is called {username!r}." if username else "Name the owner.")
+    if password_days is None:
+        found.add("password_days", "Say how many days each password lives.")
+    elif password_days < 1:
+        found.add("password_days", "A password lives at least 1 day.")
+    elif registry is not None and password_days > registry.max_password_days:
+        found.add("password_days", f"{registry} allows passwords of at most {registry.max_password_days} days.")
+    if retire_on is None:
+        found.add("retire_on", "Choose a retirement date.")
+    elif retire_on <= today:
+        found.add("retire_on", "Choose a date after today.")
+    elif registry is not None and retire_on > today + timedelta(days=registry.max_retirement_days):
+        latest = today + timedelta(days=registry.max_retirement_days)
+        found.add("retire_on", f"{registry} allows retirement dates up to {latest:%Y-%m-%d}.")
+    if registry is not None and renews is not None and registry.pk != renews.registry_id:
+        found.add("registry", f"A change to {renews.name} stays in {renews.registry}.")
+    if registry is not None and renews is None and tokens_in_use(registry) >= registry.token_limit:
+        found.add("registry", f"{registry} has reached its {registry.sku} limit of {registry.token_limit} tokens.")
+    _review_rules(found, requester, rules)
+    return found
+
+
+def _review_rules(found: Review, requester: AbstractBaseUser, rules: Sequence[Rule]) -> None:
+    if len(rules) > MAX_RULES:
+        found.add("rules", f"A request holds at most {MAX_RULES} rules; use a wildcard such as myapp/* instead.")
+        return
+    valid = []
+    for i, rule in enumerate(rules):
+        errors = scopes.rule_errors(rule.repository, rule.actions)
+        for name, messages in errors.items():
+            for message in messages:
+                found.add(f"rules[{i}].{name}", message)
+        if not errors:
+            valid.append((rule.repository, rule.actions))
+    # Every valid rule counts for the preview, even while another still has an error.
+    found.rules = scopes.merge_rules(valid)
+    if not rules:
+        found.add("rules", NO_RULES)
+    count = len(found.actions)
+    if count > scopes.MAX_ACTIONS_PER_SCOPE_MAP:
+        found.add(
+            "rules",
+            f"These rules make {count} scope-map actions; a scope map holds at most "
+            f"{scopes.MAX_ACTIONS_PER_SCOPE_MAP}. Use a wildcard such as myapp/* instead of many repositories.",
+        )
+    if found.registry is None or not found.rules:
+        return
+    found.requirements = routing.requirements(found.registry, found.rules, requester)
+    for req in found.requirements:
+        if req.short_of_approvers:
+            found.add(
+                "rules",
+                f"{req.group.name} must give {req.count} {_plural(req.count, 'approval')} for "
+                f"{', '.join(req.repositories)}, but has only {len(req.eligible)} "
+                f"{_plural(len(req.eligible), 'member')} other than you who can approve. "
+                "Ask an admin to add approvers.",
+            )
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
+
+
+def submit(
+    requester: AbstractBaseUser,
+    *,
+    registry: Registry | None,
+    rules: Sequence[Rule],
+    purpose: str,
+    client_kind: str,
+    owner: str,
+    team: str,
+    password_days: int | None,
+    retire_on: date | None,
+    renews: Token | None = None,
+    request: HttpRequest | None = None,
+) -> AccessRequest:
+    """File a request, or raise Invalid with every error by field and save nothing."""
+    found = review(
+        requester,
+        registry=registry,
+        rules=rules,
+        purpose=purpose,
+        client_kind=client_kind,
+        owner=owner,
+        team=team,
+        password_days=password_days,
+        retire_on=retire_on,
+        renews=renews,
+    )
+    return file(requester, found, request)
+
+
 @transaction.atomic
-def submit(cleaned: dict[str, Any], requirements: list, requester: AbstractBaseUser, request: HttpRequest | None):
+def file(requester: AbstractBaseUser, found: Review, request: HttpRequest | None) -> AccessRequest:
+    """File a request that `review` found valid (or raise Invalid with what it found wrong)."""
+    if found.errors:
+        raise Invalid(found.errors)
+    assert found.registry is not None and found.owner is not None
+    assert found.password_days is not None and found.retire_on is not None
     now = timezone.now()
     access_request = AccessRequest.objects.create(
-        registry=cleaned["registry"],
+        registry=found.registry,
         requester=requester,
-        owner=cleaned["owner"],
-        team=cleaned["team"],
-        purpose=cleaned["purpose"],
-        client_kind=cleaned["client_kind"],
-        rules=cleaned["rules"],
-        password_days=cleaned["password_days"],
-        retire_on=cleaned["retire_on"],
-        renews=cleaned.get("renews"),
+        owner=found.owner,
+        team=found.team,
+        purpose=found.purpose,
+        client_kind=found.client_kind,
+        rules=found.rules,
+        password_days=found.password_days,
+        retire_on=found.retire_on,
+        renews=found.renews,
         created_at=now,
         updated_at=now,
     )
-    renews = access_request.renews
+    renews = found.renews
     # A change keeps the token's name: on approval its scope map is updated in place.
     access_request.token_name = (
         renews.name if renews else token_name_for(access_request.client_kind, access_request.team, access_request.pk)
     )
     access_request.save(update_fields=["token_name"])
+    requirements = found.requirements
     ApprovalRequirement.objects.bulk_create(
         ApprovalRequirement(
             request=access_request,
@@ -77,9 +276,9 @@ def submit(cleaned: dict[str, Any], requirements: list, requester: AbstractBaseU
         actor=requester,
         target=access_request,
         details={
-            "registry": access_request.registry.name,
+            "registry": found.registry.name,
             "rules": access_request.rules,
-            "owner": access_request.owner.get_username(),
+            "owner": found.owner.get_username(),
             "approvals": {r.group.name: r.count for r in requirements},
             "renews": renews.name if renews else None,
         },
@@ -90,33 +289,25 @@ def submit(cleaned: dict[str, Any], requirements: list, requester: AbstractBaseU
     return access_request
 
 
-def approvable_requirements(access_request: AccessRequest, user: AbstractBaseUser) -> list[ApprovalRequirement]:
-    """The owner groups this user may approve for. Never any for the requester, whatever their groups."""
-    if user.pk == access_request.requester_id:
-        return []
-    group_ids = roles_for(user).group_ids
-    return [r for r in access_request.requirements.all() if r.group_id in group_ids]
-
-
 def _locked(access_request: AccessRequest) -> AccessRequest:
     return AccessRequest.objects.select_for_update().select_related("registry", "requester").get(pk=access_request.pk)
 
 
+def _not_waiting(access_request: AccessRequest) -> Conflict:
+    return Conflict(f"This request is {access_request.get_status_display().lower()}, not waiting for approval.")
+
+
 def approve(access_request: AccessRequest, user: AbstractBaseUser, comment: str, request: HttpRequest | None) -> bool:
     """Record one approval. True when it was the last one needed and provisioning was queued."""
-    from accessreq import tasks
-
     with transaction.atomic():
         locked = _locked(access_request)
-        if user.pk == locked.requester_id:
-            raise PermissionDenied("You cannot approve your own request.")
-        mine = approvable_requirements(locked, user)
-        if not mine:
-            raise PermissionDenied("You are not an approver for this request.")
+        access.require(user.pk != locked.requester_id, "You cannot approve your own request.")
+        mine = access.approvable_requirements(locked, user)
+        access.require(bool(mine), "You are not an approver for this request.")
         if locked.status != RequestStatus.PENDING:
-            raise TransitionError(f"This request is {locked.get_status_display().lower()}, not waiting for approval.")
+            raise _not_waiting(locked)
         if Approval.objects.filter(request=locked, approver=user).exists():
-            raise TransitionError("You have already decided on this request.")
+            raise Conflict("You have already decided on this request.")
         approval = Approval.objects.create(
             request=locked, approver=user, decision=Decision.APPROVE, comment=comment.strip()
         )
@@ -137,55 +328,50 @@ def approve(access_request: AccessRequest, user: AbstractBaseUser, comment: str,
         if moved != 1:
             return False
         audit.record("request.fully_approved", actor=user, target=locked, request=request)
-        tasks.provision_request.delay_on_commit(locked.pk)
+        enqueue.provision_request(locked.pk)
         transaction.on_commit(lambda: notify.approved(locked))
     return True
 
 
 def reject(access_request: AccessRequest, user: AbstractBaseUser, comment: str, request: HttpRequest | None) -> None:
+    comment = comment.strip()
     with transaction.atomic():
         locked = _locked(access_request)
-        if not approvable_requirements(locked, user):
-            raise PermissionDenied("You are not an approver for this request.")
-        comment = comment.strip()
+        access.require(access.can_decide(locked, user), "You are not an approver for this request.")
         if not comment:
-            raise ValueError("Say why you reject it: the requester will read this.")
+            raise Invalid("Say why you reject it: the requester will read this.", field="comment")
         now = timezone.now()
         moved = AccessRequest.objects.filter(pk=locked.pk, status=RequestStatus.PENDING).update(
             status=RequestStatus.REJECTED, decided_at=now, updated_at=now
         )
         if moved != 1:
-            raise TransitionError(f"This request is {locked.get_status_display().lower()}, not waiting for approval.")
+            raise _not_waiting(locked)
         Approval.objects.create(request=locked, approver=user, decision=Decision.REJECT, comment=comment)
         audit.record("request.rejected", actor=user, target=locked, details={"comment": comment}, request=request)
         transaction.on_commit(lambda: notify.rejected(locked, user, comment))
 
 
 def cancel(access_request: AccessRequest, user: AbstractBaseUser, request: HttpRequest | None) -> None:
-    if user.pk != access_request.requester_id:
-        raise PermissionDenied("Only the requester can cancel a request.")
+    access.require(access.can_cancel(access_request, user), "Only the requester can cancel a request.")
     with transaction.atomic():
         now = timezone.now()
         moved = AccessRequest.objects.filter(pk=access_request.pk, status=RequestStatus.PENDING).update(
             status=RequestStatus.CANCELLED, decided_at=now, updated_at=now
         )
         if moved != 1:
-            raise TransitionError("Only a request still waiting for approval can be cancelled.")
+            raise Conflict("Only a request still waiting for approval can be cancelled.")
         audit.record("request.cancelled", actor=user, target=access_request, request=request)
 
 
 def retry(access_request: AccessRequest, user: AbstractBaseUser, request: HttpRequest | None) -> None:
     """An admin sends a failed request back to provisioning, with a fresh count of attempts."""
-    from accessreq import tasks
-
-    if not roles_for(user).is_admin:
-        raise PermissionDenied("Only an admin can retry provisioning.")
+    access.require(access.can_retry(user), "Only an admin can retry provisioning.")
     with transaction.atomic():
         moved = AccessRequest.objects.filter(pk=access_request.pk, status=RequestStatus.FAILED).update(
             status=RequestStatus.APPROVED, provision_attempts=0, failure_reason="", updated_at=timezone.now()
         )
         if moved != 1:
-            raise TransitionError("Only a failed request can be retried.")
+            raise Conflict("Only a failed request can be retried.")
         audit.record(
             "request.retried",
             actor=user,
@@ -193,5 +379,4 @@ def retry(access_request: AccessRequest, user: AbstractBaseUser, request: HttpRe
             details={"previous_failure": access_request.failure_reason},
             request=request,
         )
-        tasks.provision_request.delay_on_commit(access_request.pk)
-
+        enqueue.provision_request(access_request.pk)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -85,8 +88,6 @@ class ApprovalRule(models.Model):
         return f"{self.registry}: {self.pattern} → {self.group}"
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         error = scopes.validate_repository(self.pattern)
         if error:
             raise ValidationError({"pattern": error})
@@ -111,7 +112,27 @@ class RequestStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+# Filed and not yet finished: counted against the registry's token limit, shown as "open".
+OPEN_REQUEST_STATUSES = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING]
+# Approved and on the worker's side of the line.
+IN_PROGRESS_REQUEST_STATUSES = [RequestStatus.APPROVED, RequestStatus.PROVISIONING]
+
+
+class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
+    def with_details(self) -> AccessRequestQuerySet:
+        """What a page or an API answer shows of each request, in a fixed number of queries however many rows."""
+        return self.select_related("registry", "requester", "owner").prefetch_related(
+            models.Prefetch(
+                "requirements",
+                queryset=ApprovalRequirement.objects.select_related("group").annotate(given=models.Count("approvals")),
+            ),
+            models.Prefetch("approvals", queryset=Approval.objects.select_related("approver")),
+        )
+
+
 class AccessRequest(models.Model):
+    objects = AccessRequestQuerySet.as_manager()
+
     registry = models.ForeignKey(Registry, on_delete=models.PROTECT, related_name="requests")
     requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="access_requests")
     owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_requests")
@@ -161,11 +182,11 @@ class AccessRequest(models.Model):
 
     @property
     def is_open(self) -> bool:
-        return self.status in {RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING}
+        return self.status in OPEN_REQUEST_STATUSES
 
     @property
     def is_in_progress(self) -> bool:
-        return self.status in {RequestStatus.APPROVED, RequestStatus.PROVISIONING}
+        return self.status in IN_PROGRESS_REQUEST_STATUSES
 
 
 class RequirementQuerySet(models.QuerySet):
@@ -248,6 +269,8 @@ class Token(models.Model):
     purpose = models.CharField(max_length=500)
     client_kind = models.CharField(max_length=16, choices=ClientKind.choices)
     rules = models.JSONField()
+    # scopes.risks() of rules and client kind, kept beside them so lists can filter and count risky tokens in SQL.
+    risky = models.BooleanField(default=False)
     retire_on = models.DateField()
     password_days = models.PositiveIntegerField(default=30, help_text="Lifetime of each new password.")
     status = models.CharField(max_length=16, choices=TokenStatus.choices, default=TokenStatus.ACTIVE)
@@ -271,6 +294,12 @@ class Token(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("token_detail", args=[self.pk])
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.risky = bool(scopes.risks(self.rules, self.client_kind))
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "risky"}
+        super().save(*args, **kwargs)
+
     @property
     def approved_actions(self) -> list[str]:
         return scopes.scope_map_actions(self.rules)
@@ -293,6 +322,7 @@ class SlotStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
     REVOKING = "revoking", "Being deleted"
     REVOKED = "revoked", "Deleted"
+    FAILED = "failed", "Could not be generated"
 
 
 # Slots whose password may be in use by a client: the ones a rotation must not overwrite.
@@ -316,6 +346,10 @@ class PasswordSlot(models.Model):
     # Set while one worker generates the password: generateCredentials replaces the password in the registry, so
     # two overlapping runs would leave the registry holding a value other than the one sealed for the reveal.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # When generation was last queued: the sweep re-queues a slot whose message was lost, as it does for requests.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Generation attempts since it was queued.")
+    failure_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 
 from accessreq import scopes
@@ -63,8 +64,6 @@ def requirements(registry: Registry, rules: list[dict], requester: AbstractBaseU
 
 
 def _eligible_members(group_ids: list[int], requester: AbstractBaseUser | None) -> dict[int, list]:
-    from django.contrib.auth import get_user_model
-
     members: dict[int, list] = {}
     users = (
         get_user_model()

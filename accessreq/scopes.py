@@ -8,6 +8,8 @@ created later.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
 ACTION_LABELS = {
@@ -25,6 +27,42 @@ SKU_TOKEN_LIMITS = {"Basic": 100, "Standard": 500, "Premium": 50_000}
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 MAX_REPOSITORY_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a request: a repository pattern and the actions granted on it."""
+
+    repository: str
+    actions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, repository: str, actions: Iterable[str]) -> Rule:
+        return cls(repository, tuple(actions))
+
+    def as_json(self) -> dict[str, object]:
+        return {"repository": self.repository, "actions": list(self.actions)}
+
+
+def rules_from_json(rules: Sequence[dict]) -> list[Rule]:
+    return [Rule.of(r["repository"], r["actions"]) for r in rules]
+
+
+def rule_errors(repository: str, actions: Sequence[str]) -> dict[str, list[str]]:
+    """What is wrong with one rule, by field ("repository", "actions"); empty when it is valid."""
+    errors: dict[str, list[str]] = {}
+    if not repository:
+        errors["repository"] = ["Enter a repository for these actions."]
+    elif error := validate_repository(repository):
+        errors["repository"] = [error]
+    unknown = [a for a in actions if a not in ACTIONS]
+    if unknown:
+        errors["actions"] = [f"Unknown action {unknown[0]!r}: choose from {', '.join(ACTIONS)}."]
+    elif not actions:
+        errors["actions"] = ["Choose at least one action."]
+    elif "content/write" in actions and "content/read" not in actions:
+        errors["actions"] = ["Pushing needs pulling too: add content/read."]
+    return errors
 
 
 def validate_repository(pattern: str) -> str | None:
@@ -62,7 +100,7 @@ def covers(pattern: str, repository_or_pattern: str) -> bool:
     return pattern == repository_or_pattern
 
 
-def merge_rules(rules: list[tuple[str, list[str]]]) -> list[dict[str, object]]:
+def merge_rules(rules: Iterable[tuple[str, Sequence[str]]]) -> list[dict]:
     """Duplicate repositories are merged (actions united), not rejected; the result is sorted, so stable."""
     merged: dict[str, set[str]] = {}
     for repository, actions in rules:
@@ -89,3 +127,7 @@ def risks(rules: list[dict], client_kind: str) -> list[str]:
     if client_kind == "partner":
         found.append("partner")
     return found
+
+
+def is_risky(rules: list[dict], client_kind: str) -> bool:
+    return bool(risks(rules, client_kind))

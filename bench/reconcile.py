@@ -17,7 +17,7 @@ from _setup import start  # sets Django up before the imports below  # isort: sk
 
 from django.contrib.auth.models import Group
 
-from accessreq import acr, lifecycle
+from accessreq import acr, reconcile
 from accessreq.models import Registry, UnmanagedToken
 from acr_emulator.testing import make_client
 
@@ -51,7 +51,7 @@ def measure(size: int) -> dict[str, float]:
     before = len(emulator.requests())
     tracemalloc.start()
     started = time.perf_counter()
-    report = lifecycle.reconcile(registry)
+    report = reconcile.reconcile(registry)
     seconds = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -245,16 +245,22 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Every job is idempotent, so running one more often than listed here, or twice at once, does no harm.
+# Seconds between runs of each periodic job, by the job's one name (accessreq.jobs), which beat, the worker's log and
+# `manage.py maintenance` share.
+JOB_SCHEDULE = {
+    "sweep-stuck": 60.0,
+    "expire-unrevealed": 300.0,
+    "finish-rotations": 600.0,
+    "mark-expired": 900.0,
+    "retire-due": 3600.0,
+    "delete-retired": 3600.0,
+    "flag-orphans": 3600.0,
+    "send-reminders": 3600.0,
+    "reconcile": 6 * 3600.0,
+}
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stuck-provisioning": {"task": "accessreq.tasks.sweep_stuck", "schedule": 60.0},
-    "expire-unrevealed-passwords": {"task": "accessreq.tasks.expire_unrevealed", "schedule": 300.0},
-    "finish-rotations": {"task": "accessreq.tasks.finish_rotations", "schedule": 600.0},
-    "mark-expired-passwords": {"task": "accessreq.tasks.mark_expired", "schedule": 900.0},
-    "retire-due-tokens": {"task": "accessreq.tasks.retire_due", "schedule": 3600.0},
-    "delete-retired-tokens": {"task": "accessreq.tasks.delete_retired", "schedule": 3600.0},
-    "flag-orphaned-tokens": {"task": "accessreq.tasks.flag_orphans", "schedule": 3600.0},
-    "send-reminders": {"task": "accessreq.tasks.send_reminders", "schedule": 3600.0},
-    "reconcile-registries": {"task": "accessreq.tasks.reconcile_registries", "schedule": 6 * 3600.0},
+    name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
+    for name, every in JOB_SCHEDULE.items()
 }
 
 # Azure Container Registry. ACR_ARM_ENDPOINT is Azure's Resource Manager unless it points at the local emulator.

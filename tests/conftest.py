@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from celery.signals import task_postrun
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
 
 from portal.celery import app as celery_app
 from portal.settings import filesystem_broker
@@ -152,6 +158,54 @@ def registry(acr: object, groups: dict[str, Group]) -> object:
     return reg
 
 
+def login(user: User) -> Client:
+    """A test client signed in as a named user."""
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def race(*calls: Callable[[], object]) -> list[object]:
+    """Start the calls together on threads of their own and return what each returned or raised, in call order.
+    Each thread closes its own database connection, as a web or worker process would."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[object] = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = call()
+        except Exception as exc:  # noqa: BLE001 - the outcome is the test's to judge
+            outcomes[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def run_on_worker(task: Any, *args: object, timeout: float = 30.0) -> None:
+    """Send a task to the test's worker and wait until the worker has run it, whatever it did or did not change."""
+    task_id = str(uuid.uuid4())
+    done = threading.Event()
+
+    def finished(sender: object = None, task_id: str | None = None, **kwargs: object) -> None:
+        if task_id == wanted:
+            done.set()
+
+    wanted = task_id
+    task_postrun.connect(finished, weak=False)
+    try:
+        task.apply_async(args=args, task_id=task_id)
+        assert done.wait(timeout), f"the worker did not run {task.name} within {timeout} s"
+    finally:
+        task_postrun.disconnect(finished)
+
+
 def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> None:
     """Wait for the worker to reach a state. Not a timing assertion: the bound only stops a broken test."""
     import time
@@ -190,8 +244,6 @@ def request_data(registry: object, **overrides: object) -> dict[str, object]:
 @pytest.fixture
 def ready_request(registry: object, requester: User, approver: User) -> object:
     """A request filed by alice, approved by bob and provisioned in the emulator, its password not yet revealed."""
-    from django.test import Client
-
     from accessreq import provisioning
     from accessreq.models import AccessRequest, PasswordSlot, SlotStatus
 

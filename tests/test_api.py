@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -23,7 +21,7 @@ from accessreq.models import (
     SlotStatus,
 )
 from acr_emulator.dataplane import allowed_actions
-from tests.conftest import PASSWORD, make_user, request_data, wait_until
+from tests.conftest import PASSWORD, make_user, race, request_data, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +45,7 @@ def _body(reg, **overrides) -> dict[str, object]:
         "purpose": "The payments CI pipeline pulls the base image.",
         "client_kind": "ci",
         "team": "Payments",
-        "password_days": 30,
+        "password_lifetime_days": 30,
         "retire_on": (timezone.localdate() + timedelta(days=90)).isoformat(),
     }
     body.update(overrides)
@@ -106,13 +104,13 @@ def test_it_files_by_registry_name_for_another_owner(registry, requester, approv
 BAD_FIELDS = [
     ({"purpose": "short"}, "purpose", "Say in a sentence what will use this token."),
     ({"owner": "nobody"}, "owner", "No active user is called 'nobody'."),
-    ({"password_days": 91}, "password_days", "contosotest allows passwords of at most 90 days."),
-    ({"password_days": 0}, "password_days", "Ensure this value is greater than or equal to 1."),
+    ({"password_lifetime_days": 91}, "password_lifetime_days", "contosotest allows passwords of at most 90 days."),
+    ({"password_lifetime_days": 0}, "password_lifetime_days", "A password lives at least 1 day."),
     ({"client_kind": "robot"}, "client_kind", "Select a valid choice. robot is not one of the available choices."),
     (
         {"registry": "nosuchregistry"},
         "registry",
-        "Select a valid choice. That choice is not one of the available choices.",
+        "No active registry is called 'nosuchregistry'.",
     ),
 ]
 
@@ -171,12 +169,12 @@ def test_it_needs_at_least_one_rule_and_a_future_date(registry, requester, appro
 
 def test_it_answers_a_malformed_body_with_400_naming_the_field(registry, requester, approver) -> None:
     alice = _api(requester)
-    body = _body(registry, password_days="thirty", rules="myapp/api")
+    body = _body(registry, password_lifetime_days="thirty", rules="myapp/api")
     del body["purpose"]
     response = _post(alice, "/requests", body)
     assert response.status_code == 400
     errors = response.json()["errors"]
-    assert errors["password_days"] == ["Enter a whole number."]
+    assert errors["password_lifetime_days"] == ["Enter a whole number."]
     assert errors["purpose"] == ["This field is required."]
     assert "rules" in errors
     response = _post(alice, "/requests", _body(registry, retire_on="2030-02-30"))
@@ -384,23 +382,12 @@ def test_it_has_no_password_to_reveal_before_provisioning(registry, requester, a
 @pytest.mark.django_db(transaction=True)
 def test_it_reveals_to_exactly_one_of_two_simultaneous_calls(ready_request, requester) -> None:
     _, raw = apikeys.create(requester, "race")
-    barrier = threading.Barrier(2)
-    statuses: list[int] = []
 
-    def attempt() -> None:
+    def attempt() -> int:
         client = Client(headers={"Authorization": f"Bearer {raw}"})
-        barrier.wait()
-        try:
-            statuses.append(_post(client, f"/requests/{ready_request.pk}/reveal").status_code)
-        finally:
-            connection.close()
+        return _post(client, f"/requests/{ready_request.pk}/reveal").status_code
 
-    threads = [threading.Thread(target=attempt) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(statuses) == [200, 410]
+    assert sorted(race(attempt, attempt)) == [200, 410]
     assert AuditEvent.objects.filter(action="password.revealed").count() == 1
     assert PasswordSlot.objects.get().status == SlotStatus.REVEALED
 
@@ -461,3 +448,39 @@ def test_it_runs_the_whole_flow_over_the_api(celery_worker, registry, requester,
         "content/read",
         "metadata/read",
     }
+
+
+def test_it_files_with_the_documented_lifetime_field(registry, requester, approver) -> None:
+    response = _post(_api(requester), "/requests", _body(registry, password_lifetime_days=14))
+    assert response.status_code == 201
+    assert response.json()["password_lifetime_days"] == 14
+    assert AccessRequest.objects.get().password_days == 14
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"pasword_lifetime_days": 14}, "pasword_lifetime_days", "Unknown field."),
+        ({"password_days": 14}, "password_days", "Unknown field: it is called password_lifetime_days."),
+        ({"registry": True}, "registry", None),
+        ({"password_lifetime_days": True}, "password_lifetime_days", None),
+        ({"password_lifetime_days": "30"}, "password_lifetime_days", None),
+    ],
+)
+def test_it_refuses_unknown_fields_and_booleans_for_numbers(
+    registry, requester, approver, overrides, field, message
+) -> None:
+    response = _post(_api(requester), "/requests", _body(registry, **overrides))
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert field in errors
+    if message:
+        assert errors[field] == [message]
+    assert not AccessRequest.objects.exists()
+
+
+def test_it_refuses_unknown_fields_in_a_rule(registry, requester) -> None:
+    body = _body(registry, rules=[{"repository": "myapp/api", "actions": ["content/read"], "tag": "latest"}])
+    response = _post(_api(requester), "/requests", body)
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"rules[0].tag": ["Unknown field."]}

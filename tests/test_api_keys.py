@@ -14,17 +14,13 @@ from django.utils import timezone
 
 from accessreq import apikeys
 from accessreq.models import ApiKey, AuditEvent
-from tests.conftest import PASSWORD
+from tests.conftest import login
 
 pytestmark = pytest.mark.django_db
 
 API = "/api/v1"
 
 
-def _login(user) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def _bearer(raw: str) -> Client:
@@ -99,7 +95,7 @@ def test_it_refuses_the_key_of_an_inactive_user(requester) -> None:
 def test_it_lists_only_my_keys(requester, approver) -> None:
     apikeys.create(requester, "alice-pipeline")
     apikeys.create(approver, "bob-pipeline")
-    response = _login(requester).get("/api-keys/")
+    response = login(requester).get("/api-keys/")
     assert response.status_code == 200
     body = response.content.decode()
     assert "alice-pipeline" in body and "bob-pipeline" not in body
@@ -108,7 +104,7 @@ def test_it_lists_only_my_keys(requester, approver) -> None:
 
 
 def test_it_makes_a_key_and_shows_it_once(requester) -> None:
-    alice = _login(requester)
+    alice = login(requester)
     response = alice.post("/api-keys/", {"name": "payments pipeline", "days": "30"})
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -126,7 +122,7 @@ def test_it_makes_a_key_and_shows_it_once(requester) -> None:
 
 @pytest.mark.parametrize("days", ["0", "366", "soon"])
 def test_it_refuses_a_lifetime_out_of_bounds(requester, days) -> None:
-    response = _login(requester).post("/api-keys/", {"name": "ci", "days": days})
+    response = login(requester).post("/api-keys/", {"name": "ci", "days": days})
     assert response.status_code == 200
     assert response.context["form"].errors["days"]
     assert "The key was not made" in response.content.decode()
@@ -134,31 +130,31 @@ def test_it_refuses_a_lifetime_out_of_bounds(requester, days) -> None:
 
 
 def test_it_offers_ninety_days_by_default(requester) -> None:
-    response = _login(requester).get("/api-keys/")
+    response = login(requester).get("/api-keys/")
     assert response.context["form"]["days"].value() == 90
 
 
 def test_it_revokes_my_key(requester) -> None:
     key, raw = apikeys.create(requester, "ci")
-    response = _login(requester).post(f"/api-keys/{key.pk}/revoke")
+    response = login(requester).post(f"/api-keys/{key.pk}/revoke")
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert AuditEvent.objects.get(action="apikey.revoked").actor_name == "alice"
     assert _bearer(raw).get(f"{API}/requests").status_code == 401
-    assert "Revoked" in _login(requester).get("/api-keys/").content.decode()
+    assert "Revoked" in login(requester).get("/api-keys/").content.decode()
 
 
 def test_it_hides_other_peoples_keys(requester, outsider) -> None:
     key, raw = apikeys.create(requester, "ci")
-    assert _login(outsider).post(f"/api-keys/{key.pk}/revoke").status_code == 404
+    assert login(outsider).post(f"/api-keys/{key.pk}/revoke").status_code == 404
     key.refresh_from_db()
     assert key.revoked_at is None
 
 
 def test_it_rejects_get_on_revoke(requester) -> None:
     key, _ = apikeys.create(requester, "ci")
-    assert _login(requester).get(f"/api-keys/{key.pk}/revoke").status_code == 405
+    assert login(requester).get(f"/api-keys/{key.pk}/revoke").status_code == 405
 
 
 def test_it_needs_a_signed_in_user(requester) -> None:

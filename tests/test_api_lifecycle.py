@@ -7,7 +7,7 @@ import json
 import pytest
 from django.test import Client
 
-from accessreq import provisioning
+from accessreq import slots
 from accessreq.models import AuditEvent, PasswordSlot, SlotStatus, Token, TokenStatus
 from acr_emulator.dataplane import allowed_actions
 from tests.test_api import API, _api
@@ -33,7 +33,7 @@ def test_it_rotates_and_reveals_the_new_password_once(token, requester, acr, dja
     assert response.status_code == 202
     assert [p["name"] for p in response.json()["passwords"]] == ["password1", "password2"]
     assert len(queued) == 1  # the generation task, on commit
-    provisioning.generate_slot(PasswordSlot.objects.get(token=token, name="password2").pk)
+    slots.generate_slot(PasswordSlot.objects.get(token=token, name="password2").pk)
 
     first = _post(alice, f"/tokens/{token.pk}/passwords/password2/reveal")
     assert first.status_code == 200 and first["Cache-Control"].startswith("no-store")

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
-from django.test import Client
+from django.core.exceptions import PermissionDenied
 
 from accessreq import flow, routing
+from accessreq.errors import Conflict
 from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, RequestStatus
-from tests.conftest import PASSWORD, make_user, request_data
+from tests.conftest import login, make_user, race, request_data
 
 pytestmark = pytest.mark.django_db
 
 
-def _login(user) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def _file(registry, requester, **overrides) -> AccessRequest:
-    response = _login(requester).post("/requests/new", request_data(registry, **overrides))
+    response = login(requester).post("/requests/new", request_data(registry, **overrides))
     assert response.status_code == 302, response.context and response.context["new"].rule_errors
     return AccessRequest.objects.latest("pk")
 
@@ -78,33 +72,33 @@ def test_it_needs_each_owner_groups_approval(registry, requester, approver, grou
 
 def test_it_needs_distinct_approvers_for_write(registry, requester, approver, second_approver) -> None:
     req = _file(registry, requester, **WRITE)
-    bob = _login(approver)
+    bob = login(approver)
     assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 302
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
     # The same approver cannot count twice.
     assert bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"}, HTTP_HX_REQUEST="true").status_code == 409
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
-    _login(second_approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    login(second_approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.APPROVED
 
 
 def test_it_refuses_self_approval_even_in_the_owner_group(registry, approver, second_approver, groups) -> None:
     make_user("erin", groups["owners"])  # so the group still has two others who can approve
     req = _file(registry, approver, owner="bob")  # bob files for repositories his own group owns
-    bob = _login(approver)
+    bob = login(approver)
     response = bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"})
     assert response.status_code == 403
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
     assert not req.approvals.exists()
     assert req.pk not in [r.pk for r in bob.get("/approvals/").context["page"].object_list]
-    with pytest.raises(flow.PermissionDenied):
+    with pytest.raises(PermissionDenied):
         flow.approve(req, approver, "", None)
 
 
 def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver, second_approver) -> None:
     first = _file(registry, requester)
     second = _file(registry, requester, **{"rules-0-repository": "myapp/*"}, **WRITE)
-    response = _login(approver).get("/approvals/")
+    response = login(approver).get("/approvals/")
     rows = list(response.context["page"].object_list)
     assert [r.pk for r in rows] == [first.pk, second.pk]
     body = response.content.decode()
@@ -113,7 +107,7 @@ def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver
 
 def test_it_updates_the_queue_row_in_place(registry, requester, approver) -> None:
     req = _file(registry, requester)
-    response = _login(approver).post(
+    response = login(approver).post(
         f"/requests/{req.pk}/decide", {"decision": "approve", "next": "queue"}, HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200
@@ -126,7 +120,7 @@ def test_it_rejects_with_a_comment_and_ends_the_request(
     registry, requester, approver, mailoutbox, django_capture_on_commit_callbacks
 ) -> None:
     req = _file(registry, requester)
-    bob = _login(approver)
+    bob = login(approver)
     assert bob.post(f"/requests/{req.pk}/decide", {"decision": "reject"}, HTTP_HX_REQUEST="true").status_code == 400
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.PENDING
     with django_capture_on_commit_callbacks(execute=True):
@@ -138,18 +132,18 @@ def test_it_rejects_with_a_comment_and_ends_the_request(
 
 def test_it_lets_the_requester_cancel_until_approved(registry, requester, approver) -> None:
     req = _file(registry, requester)
-    alice = _login(requester)
-    assert _login(approver).post(f"/requests/{req.pk}/cancel").status_code == 403
+    alice = login(requester)
+    assert login(approver).post(f"/requests/{req.pk}/cancel").status_code == 403
     assert alice.post(f"/requests/{req.pk}/cancel").status_code == 302
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.CANCELLED
     # Approving a cancelled request no longer applies.
-    response = _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"}, HTTP_HX_REQUEST="true")
+    response = login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 409
 
 
 def test_it_hides_requests_from_outsiders(registry, requester, approver, outsider) -> None:
     req = _file(registry, requester)
-    olive = _login(outsider)
+    olive = login(outsider)
     assert olive.get(f"/requests/{req.pk}/").status_code == 404
     assert olive.get(f"/requests/{req.pk}/status").status_code == 404
     assert olive.post(f"/requests/{req.pk}/decide", {"decision": "approve"}).status_code == 404
@@ -160,13 +154,13 @@ def test_it_hides_requests_from_outsiders(registry, requester, approver, outside
 
 def test_it_shows_requests_to_their_approvers_and_security(registry, requester, approver, security) -> None:
     req = _file(registry, requester)
-    assert _login(approver).get(f"/requests/{req.pk}/").status_code == 200
-    assert _login(security).get(f"/requests/{req.pk}/").status_code == 200
+    assert login(approver).get(f"/requests/{req.pk}/").status_code == 200
+    assert login(security).get(f"/requests/{req.pk}/").status_code == 200
 
 
 def test_it_rejects_get_on_decide(registry, requester, approver) -> None:
     req = _file(registry, requester)
-    assert _login(approver).get(f"/requests/{req.pk}/decide").status_code == 405
+    assert login(approver).get(f"/requests/{req.pk}/decide").status_code == 405
 
 
 def test_it_notifies_the_approvers_when_filed(
@@ -183,24 +177,12 @@ def test_it_queues_one_provisioning_for_two_simultaneous_approvals(
     registry, requester, approver, second_approver, django_capture_on_commit_callbacks
 ) -> None:
     req = _file(registry, requester)  # read only: one approval is enough
-    barrier = threading.Barrier(2)
-    outcomes: list[object] = []
 
-    def decide(user) -> None:
-        barrier.wait()
-        try:
-            outcomes.append(flow.approve(AccessRequest.objects.get(pk=req.pk), user, "", None))
-        except flow.TransitionError as exc:
-            outcomes.append(exc)
-        finally:
-            connection.close()
+    def decide(user) -> bool:
+        return flow.approve(AccessRequest.objects.get(pk=req.pk), user, "", None)
 
-    threads = [threading.Thread(target=decide, args=(u,)) for u in (approver, second_approver)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(map(type, outcomes), key=str) == sorted([bool, flow.TransitionError], key=str)
+    outcomes = race(lambda: decide(approver), lambda: decide(second_approver))
+    assert sorted(map(type, outcomes), key=str) == sorted([bool, Conflict], key=str)
     assert outcomes.count(True) == 1
     assert AuditEvent.objects.filter(action="request.fully_approved").count() == 1
     assert AccessRequest.objects.get(pk=req.pk).approvals.count() == 1
@@ -208,10 +190,10 @@ def test_it_queues_one_provisioning_for_two_simultaneous_approvals(
 
 def test_it_answers_a_status_poll_only_when_something_changed(registry, requester, approver) -> None:
     req = _file(registry, requester)
-    alice = _login(requester)
+    alice = login(requester)
     first = alice.get(f"/requests/{req.pk}/status", HTTP_HX_REQUEST="true")
     assert first.status_code == 200 and first.context["state_key"] == "pending"
     assert alice.get(f"/requests/{req.pk}/status?seen=pending").status_code == 204
-    _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
     changed = alice.get(f"/requests/{req.pk}/status?seen=pending")
     assert changed.status_code == 200 and "Approved" in changed.content.decode()

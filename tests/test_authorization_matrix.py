@@ -5,6 +5,8 @@ Denials come first in each row and change nothing; the one allowed user acts las
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -71,6 +73,7 @@ GETS = [
 
 # (path, body, {user: status}) in the order the users act: the allowed, state-changing one last.
 POSTS = [
+    ("/requests/preview", {}, {"alice": 200, "dave": 200, "bob": 200}),
     ("/requests/{R}/cancel", {}, {"dave": 404, "bob": 403, "carol": 403, "sam": 403, "root": 403, "alice": 302}),
     (
         "/requests/{R}/decide",
@@ -83,6 +86,7 @@ POSTS = [
     ("/tokens/{T}/rotate", {}, {"dave": 404, "bob": 403, "carol": 403, "alice": 302}),
     ("/tokens/{T}/confirm-switch", {}, {"dave": 404, "bob": 403, "alice": 302}),
     ("/tokens/{T}/reveal/password1", {}, {"dave": 404, "bob": 403, "sam": 403, "root": 403, "alice": 200}),
+    ("/tokens/{T}/retry/password1", {}, {"dave": 404, "alice": 403, "bob": 403, "sam": 403, "root": 302}),
     ("/tokens/{T}/disable", {"reason": "matrix"}, {"dave": 404, "bob": 302}),
     ("/tokens/{T}/enable", {}, {"dave": 404, "carol": 302}),
     ("/tokens/{T}/let-expire", {"value": "1"}, {"dave": 404, "bob": 403, "alice": 302}),
@@ -119,3 +123,19 @@ def test_it_answers_each_post_as_expected(scenario, path, body, expected) -> Non
     # The same URL refuses other verbs.
     assert _client(scenario, "alice").get(url).status_code == 405
     assert _client(scenario, "alice").put(url).status_code == 405
+
+
+# Open to everyone, signed in or not.
+PUBLIC = {"/healthz"}
+
+
+def test_it_covers_every_page() -> None:
+    """Every route of the portal is in the matrix above, so none can be added without saying who may use it."""
+    from accessreq.urls import urlpatterns
+
+    def shape(path: str) -> str:
+        return re.sub(r"\{[A-Z]\}|<[^>]+>|password[12]", "*", "/" + path.split("?")[0].lstrip("/"))
+
+    covered = {shape(p) for p, _ in GETS} | {shape(p) for p, _, _ in POSTS} | PUBLIC
+    routes = {shape(str(pattern.pattern)) for pattern in urlpatterns}
+    assert routes - covered == set()

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
 from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, Token
 from acr_emulator.dataplane import allowed_actions
-from tests.conftest import PASSWORD, request_data, wait_until
+from tests.conftest import login, request_data, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _client(user: object) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)  # type: ignore[attr-defined]
-    return client
 
 
 def _file_and_approve(registry, requester, approvers, **overrides) -> AccessRequest:
-    response = _client(requester).post("/requests/new", request_data(registry, **overrides))
+    response = login(requester).post("/requests/new", request_data(registry, **overrides))
     assert response.status_code == 302, response.content.decode()[:2000]
     req = AccessRequest.objects.get()
     for approver in approvers:
-        response = _client(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve", "comment": "ok"})
+        response = login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve", "comment": "ok"})
         assert response.status_code == 302
     return req
 
@@ -35,7 +30,7 @@ def test_it_provisions_and_reveals_once(celery_worker, registry, requester, appr
     token = Token.objects.get(request=req)
     assert token.name == req.token_name
     in_registry = acr.state  # the emulator's own view of the registry
-    alice = _client(requester)
+    alice = login(requester)
     response = alice.post(f"/requests/{req.pk}/reveal")
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]

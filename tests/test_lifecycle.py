@@ -11,10 +11,10 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 
-from accessreq import lifecycle, provisioning, tasks
+from accessreq import provisioning, reconcile, reminders, slots, tasks, tokens
+from accessreq.errors import Conflict
 from accessreq.models import (
     AccessRequest,
     AuditEvent,
@@ -29,17 +29,13 @@ from accessreq.models import (
 )
 from acr_emulator.dataplane import allowed_actions
 from acr_emulator.testing import make_client
-from tests.conftest import PASSWORD, SUBSCRIPTION, request_data, wait_until
+from tests.conftest import SUBSCRIPTION, login, request_data, run_on_worker, wait_until
 
 pytestmark = pytest.mark.django_db
 
 RG, REG = "portal-rg", "contosotest"
 
 
-def _login(user) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def _sdk(acr):
@@ -53,7 +49,7 @@ def _can(acr, token: Token, password: str, repository: str = "myapp/api") -> fro
 @pytest.fixture
 def token(ready_request, requester) -> tuple[Token, str]:
     """alice's provisioned token, with the password she revealed."""
-    response = _login(requester).post(f"/requests/{ready_request.pk}/reveal")
+    response = login(requester).post(f"/requests/{ready_request.pk}/reveal")
     return Token.objects.get(request=ready_request), response.context["revealed"].password
 
 
@@ -73,7 +69,7 @@ def _slot(token: Token, name: str) -> PasswordSlot:
 @pytest.mark.django_db(transaction=True)
 def test_it_rotates_without_downtime(celery_worker, token, requester, acr) -> None:
     token, old_password = token
-    alice = _login(requester)
+    alice = login(requester)
     assert alice.post(f"/tokens/{token.pk}/rotate").status_code == 302
     wait_until(lambda: _slot(token, "password2").status == SlotStatus.AWAITING_REVEAL)
     assert _slot(token, "password1").retire_after is not None
@@ -95,14 +91,13 @@ def test_it_rotates_without_downtime(celery_worker, token, requester, acr) -> No
 @pytest.mark.django_db(transaction=True)
 def test_it_deletes_the_old_slot_after_the_grace_period(celery_worker, token, requester, acr, settings) -> None:
     token, old_password = token
-    lifecycle.rotate(token, requester, None)
+    tokens.rotate(token, requester, None)
     wait_until(lambda: _slot(token, "password2").status == SlotStatus.AWAITING_REVEAL)
-    tasks.finish_rotations.delay()
-    wait_until(lambda: AuditEvent.objects.filter(action="registry.reconciled").count() == 0)  # nothing to finish yet
+    run_on_worker(tasks.run_job, "finish-rotations")  # nothing to finish yet
     assert _slot(token, "password1").status == SlotStatus.REVEALED
     with time_machine.travel(timezone.now() + timedelta(days=settings.ROTATION_GRACE_DAYS, hours=1)):
-        tasks.finish_rotations.delay()
-        wait_until(lambda: _slot(token, "password1").status == SlotStatus.REVOKED)
+        run_on_worker(tasks.run_job, "finish-rotations")
+        assert _slot(token, "password1").status == SlotStatus.REVOKED
     assert not _can(acr, token, old_password)
     assert [p.name for p in _sdk(acr).tokens.get(RG, REG, token.name).credentials.passwords] == ["password2"]
 
@@ -110,24 +105,24 @@ def test_it_deletes_the_old_slot_after_the_grace_period(celery_worker, token, re
 def test_it_refuses_a_second_rotation_while_one_is_under_way(token, requester, django_capture_on_commit_callbacks):
     token, _ = token
     with django_capture_on_commit_callbacks():
-        lifecycle.rotate(token, requester, None)
-    with pytest.raises(lifecycle.LifecycleError, match="already under way"):
-        lifecycle.rotate(token, requester, None)
+        tokens.rotate(token, requester, None)
+    with pytest.raises(Conflict, match="already under way"):
+        tokens.rotate(token, requester, None)
 
 
 def test_it_lets_only_owners_and_security_rotate(token, approver, outsider, security) -> None:
     token, _ = token
-    assert _login(approver).get(f"/tokens/{token.pk}/").status_code == 200  # approved it, so may see it
-    assert _login(approver).post(f"/tokens/{token.pk}/rotate").status_code == 403
-    assert _login(outsider).post(f"/tokens/{token.pk}/rotate").status_code == 404
-    assert _login(outsider).get(f"/tokens/{token.pk}/").status_code == 404
-    assert _login(security).get(f"/tokens/{token.pk}/").status_code == 200
-    assert _login(security).get(f"/tokens/{token.pk}/rotate").status_code == 405
+    assert login(approver).get(f"/tokens/{token.pk}/").status_code == 200  # approved it, so may see it
+    assert login(approver).post(f"/tokens/{token.pk}/rotate").status_code == 403
+    assert login(outsider).post(f"/tokens/{token.pk}/rotate").status_code == 404
+    assert login(outsider).get(f"/tokens/{token.pk}/").status_code == 404
+    assert login(security).get(f"/tokens/{token.pk}/").status_code == 200
+    assert login(security).get(f"/tokens/{token.pk}/rotate").status_code == 405
 
 
 def test_it_disables_at_once_and_enables(token, requester, approver, outsider, acr) -> None:
     token, password = token
-    bob = _login(approver)  # approves myapp/*, so may stop the token
+    bob = login(approver)  # approves myapp/*, so may stop the token
     response = bob.post(f"/tokens/{token.pk}/disable", {"reason": ""})
     assert response.status_code == 302 and Token.objects.get(pk=token.pk).status == TokenStatus.ACTIVE
     bob.post(f"/tokens/{token.pk}/disable", {"reason": "Leaked in a build log"})
@@ -135,8 +130,8 @@ def test_it_disables_at_once_and_enables(token, requester, approver, outsider, a
     assert _sdk(acr).tokens.get(RG, REG, token.name).status == "disabled"
     assert not _can(acr, token, password)
     assert AuditEvent.objects.get(action="token.disabled").details == {"reason": "Leaked in a build log"}
-    assert _login(outsider).post(f"/tokens/{token.pk}/enable").status_code == 404
-    assert _login(requester).post(f"/tokens/{token.pk}/enable").status_code == 302
+    assert login(outsider).post(f"/tokens/{token.pk}/enable").status_code == 404
+    assert login(requester).post(f"/tokens/{token.pk}/enable").status_code == 302
     assert _sdk(acr).tokens.get(RG, REG, token.name).status == "enabled"
     assert _can(acr, token, password)
 
@@ -145,14 +140,15 @@ def test_it_disables_at_once_and_enables(token, requester, approver, outsider, a
 def test_it_retires_on_its_date_and_deletes_after_the_grace(celery_worker, token, acr, settings) -> None:
     token, password = token
     with time_machine.travel(timezone.now() + timedelta(days=91)):
-        tasks.retire_due.delay()
-        wait_until(lambda: Token.objects.get(pk=token.pk).status == TokenStatus.RETIRING)
+        run_on_worker(tasks.run_job, "retire-due")
+        assert Token.objects.get(pk=token.pk).status == TokenStatus.RETIRING
         assert _sdk(acr).tokens.get(RG, REG, token.name).status == "disabled"
-        tasks.delete_retired.delay()  # within the grace period: nothing is deleted
+        run_on_worker(tasks.run_job, "delete-retired")  # within the grace period: nothing is deleted
     assert _sdk(acr).tokens.get(RG, REG, token.name)
+    assert Token.objects.get(pk=token.pk).status == TokenStatus.RETIRING
     with time_machine.travel(timezone.now() + timedelta(days=91 + settings.RETIREMENT_GRACE_DAYS + 1)):
-        tasks.delete_retired.delay()
-        wait_until(lambda: Token.objects.get(pk=token.pk).status == TokenStatus.RETIRED)
+        run_on_worker(tasks.run_job, "delete-retired")
+        assert Token.objects.get(pk=token.pk).status == TokenStatus.RETIRED
     assert [t.name for t in _sdk(acr).tokens.list(RG, REG)] == []
     assert not [m for m in _sdk(acr).scope_maps.list(RG, REG) if not m.name.startswith("_")]
     assert Token.objects.filter(pk=token.pk).exists()  # history stays
@@ -160,11 +156,11 @@ def test_it_retires_on_its_date_and_deletes_after_the_grace(celery_worker, token
 
 def test_it_retires_early_at_the_owners_word(token, requester, acr) -> None:
     token, password = token
-    assert _login(requester).post(f"/tokens/{token.pk}/retire", {"reason": "pipeline replaced"}).status_code == 302
+    assert login(requester).post(f"/tokens/{token.pk}/retire", {"reason": "pipeline replaced"}).status_code == 302
     token.refresh_from_db()
     assert token.status == TokenStatus.RETIRING and token.delete_after > timezone.now()
     assert not _can(acr, token, password)
-    retired_list = _login(requester).get("/tokens/?status=all")
+    retired_list = login(requester).get("/tokens/?status=all")
     assert token in retired_list.context["page"].object_list
 
 
@@ -172,7 +168,7 @@ def test_it_transfers_ownership_and_tells_both(
     token, requester, second_approver, mailoutbox, django_capture_on_commit_callbacks
 ) -> None:
     token, _ = token
-    alice = _login(requester)
+    alice = login(requester)
     alice.post(f"/tokens/{token.pk}/transfer", {"to": "nobody"})
     assert Token.objects.get(pk=token.pk).owner == requester
     with django_capture_on_commit_callbacks(execute=True):
@@ -194,18 +190,18 @@ def test_it_flags_tokens_of_a_deactivated_owner(
     token.refresh_from_db()
     assert token.orphaned_at is not None
     assert set(mailoutbox[-1].to) == {"payments@example.com", "sam@example.com"}
-    assert lifecycle.flag_orphans() == 0  # once
-    listed = _login(security).get("/tokens/?flag=orphaned").context["page"].object_list
+    assert tokens.flag_orphans() == 0  # once
+    listed = login(security).get("/tokens/?flag=orphaned").context["page"].object_list
     assert [t.pk for t in listed] == [token.pk]
 
 
 def test_it_marks_expired_passwords_and_flags_the_token(token, security) -> None:
     token, _ = token
     with time_machine.travel(timezone.now() + timedelta(days=31)):
-        assert lifecycle.mark_expired() == 1
-        assert lifecycle.mark_expired() == 0
+        assert slots.mark_expired() == 1
+        assert slots.mark_expired() == 0
     assert _slot(token, "password1").status == SlotStatus.EXPIRED
-    listed = _login(security).get("/tokens/?flag=expired").context["page"].object_list
+    listed = login(security).get("/tokens/?flag=expired").context["page"].object_list
     assert [t.pk for t in listed] == [token.pk]
 
 
@@ -216,9 +212,7 @@ def test_it_sends_each_reminder_once_however_often_beat_runs(celery_worker, toke
     expiry = _slot(token, "password1").expires_at
     with time_machine.travel(expiry - timedelta(days=13)):
         for _ in range(3):
-            tasks.send_reminders.delay()
-        tasks.mark_expired.delay()  # a later task in the same queue: once it ran, the three before it ran too
-        wait_until(lambda: AuditEvent.objects.filter(action="token.reminded").count() >= 2)
+            run_on_worker(tasks.run_job, "send-reminders")
     sent = [m for m in mail.outbox if "need you soon" in m.subject]
     assert sorted(m.to[0] for m in sent) == ["alice@example.com", "payments@example.com"]
     assert "password1 expires" in sent[0].body
@@ -226,8 +220,8 @@ def test_it_sends_each_reminder_once_however_often_beat_runs(celery_worker, toke
     # The next threshold, a week later, is a new reminder: once more.
     with time_machine.travel(expiry - timedelta(days=6)):
         for _ in range(3):
-            tasks.send_reminders.delay()
-        wait_until(lambda: Reminder.objects.filter(days_before=7).count() == 2)
+            run_on_worker(tasks.run_job, "send-reminders")
+        assert Reminder.objects.filter(days_before=7).count() == 2
     assert len([m for m in mail.outbox if "need you soon" in m.subject]) == 4
 
 
@@ -238,22 +232,22 @@ def test_it_gathers_a_days_reminders_into_one_digest(token, mailoutbox, django_c
         time_machine.travel(_slot(token, "password1").expires_at - timedelta(days=5)),
         django_capture_on_commit_callbacks(execute=True),
     ):
-            assert lifecycle.send_reminders() == 1
-            assert lifecycle.send_reminders() == 0
+            assert reminders.send_reminders() == 1
+            assert reminders.send_reminders() == 0
     (digest,) = [m for m in mailoutbox if "need you soon" in m.subject]
     assert "password1 expires" in digest.body and "is retired" in digest.body
 
 
 def test_it_stops_reminders_when_the_owner_lets_it_expire(token, requester, mailoutbox) -> None:
     token, _ = token
-    _login(requester).post(f"/tokens/{token.pk}/let-expire", {"value": "1"})
+    login(requester).post(f"/tokens/{token.pk}/let-expire", {"value": "1"})
     with time_machine.travel(_slot(token, "password1").expires_at - timedelta(days=1)):
-        assert lifecycle.send_reminders() == 0
+        assert reminders.send_reminders() == 0
     assert not [m for m in mailoutbox if "need you soon" in m.subject]
 
 
 def _second_token(registry, requester, approver) -> Token:
-    alice, bob = _login(requester), _login(approver)
+    alice, bob = login(requester), login(approver)
     alice.post("/requests/new", request_data(registry, **{"rules-0-repository": "myapp/web"}))
     req = AccessRequest.objects.latest("pk")
     bob.post(f"/requests/{req.pk}/decide", {"decision": "approve"})
@@ -275,8 +269,7 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
     sdk.scope_maps.begin_update(RG, REG, token.scope_map_name, {"properties": {"actions": widened}}).result()
     sdk.tokens.begin_delete(RG, REG, second.name).result()
 
-    tasks.reconcile_registries.delay()
-    wait_until(lambda: AuditEvent.objects.filter(action="registry.reconciled").exists())
+    run_on_worker(tasks.run_job, "reconcile")
     unmanaged = UnmanagedToken.objects.get()
     assert (unmanaged.name, unmanaged.actions) == ("legacy-puller", ["repositories/legacy/app/content/read"])
     assert sorted(Token.objects.get(pk=token.pk).drift_actions) == sorted(widened)
@@ -285,7 +278,7 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
         "seen": 2, "unmanaged": 1, "drifted": 1, "gone": 1
     }
 
-    sam = _login(security)
+    sam = login(security)
     assert sam.get("/security/").status_code == 200
     sam.post(f"/tokens/{token.pk}/restore")
     assert sorted(sdk.scope_maps.get(RG, REG, token.scope_map_name).actions) == sorted(token.approved_actions)
@@ -298,21 +291,21 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
     assert adopted.rules == [{"repository": "legacy/app", "actions": ["content/read"]}]
     assert not UnmanagedToken.objects.exists()
     # A second reconcile finds nothing new.
-    lifecycle.reconcile(registry)
+    reconcile.reconcile(registry)
     assert not UnmanagedToken.objects.exists()
 
 
 def test_it_lets_only_security_reconcile_and_adopt(registry, requester, approver) -> None:
-    assert _login(requester).get("/security/").status_code == 403
-    assert _login(approver).post(f"/registries/{registry.pk}/reconcile").status_code == 403
+    assert login(requester).get("/security/").status_code == 403
+    assert login(approver).post(f"/registries/{registry.pk}/reconcile").status_code == 403
 
 
 def test_it_disables_an_unmanaged_token(registry, security, acr) -> None:
     sdk = _sdk(acr)
     _handmade_token(acr, "stray", ["repositories/x/content/read"])
-    lifecycle.reconcile(registry)
+    reconcile.reconcile(registry)
     stray = UnmanagedToken.objects.get()
-    _login(security).post(f"/unmanaged/{stray.pk}/disable", {"reason": "nobody claims it"})
+    login(security).post(f"/unmanaged/{stray.pk}/disable", {"reason": "nobody claims it"})
     assert sdk.tokens.get(RG, REG, "stray").status == "disabled"
 
 
@@ -320,7 +313,7 @@ def test_it_changes_access_in_place_through_a_new_request(
     token, requester, approver, second_approver, acr
 ) -> None:
     token, password = token
-    alice = _login(requester)
+    alice = login(requester)
     form = alice.get(f"/requests/new?renew={token.pk}")
     assert form.status_code == 200
     prefilled = [{"repository": "myapp/api", "actions": ["content/read", "metadata/read"]}]
@@ -337,7 +330,7 @@ def test_it_changes_access_in_place_through_a_new_request(
     assert change.renews == token and change.token_name == token.name
     assert change.requirements.get().count == 2  # a write: the higher threshold
     for user in (approver, second_approver):
-        _login(user).post(f"/requests/{change.pk}/decide", {"decision": "approve"})
+        login(user).post(f"/requests/{change.pk}/decide", {"decision": "approve"})
     assert provisioning.provision(change.pk) is None
     assert AccessRequest.objects.get(pk=change.pk).status == RequestStatus.READY
     token.refresh_from_db()
@@ -350,8 +343,8 @@ def test_it_changes_access_in_place_through_a_new_request(
 
 def test_it_refuses_changes_by_others(token, approver, outsider) -> None:
     token, _ = token
-    assert _login(approver).get(f"/requests/new?renew={token.pk}").status_code == 403  # sees it, may not change
-    assert _login(outsider).get(f"/requests/new?renew={token.pk}").status_code == 404
+    assert login(approver).get(f"/requests/new?renew={token.pk}").status_code == 403  # sees it, may not change
+    assert login(outsider).get(f"/requests/new?renew={token.pk}").status_code == 404
 
 
 def test_it_runs_the_same_actions_from_the_command_line(token, requester, capsys) -> None:
@@ -367,14 +360,14 @@ def test_it_runs_the_same_actions_from_the_command_line(token, requester, capsys
 
 def test_it_keeps_the_token_to_change_in_the_form(token, requester) -> None:
     token, _ = token
-    body = _login(requester).get(f"/requests/new?renew={token.pk}").content.decode()
+    body = login(requester).get(f"/requests/new?renew={token.pk}").content.decode()
     assert f'<input type="hidden" name="renew" value="{token.pk}">' in body
     assert f"Change token <code>{token.name}</code>" in body
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_reconciles_on_demand_on_the_worker(celery_worker, registry, security) -> None:
-    response = _login(security).post(f"/registries/{registry.pk}/reconcile")
+    response = login(security).post(f"/registries/{registry.pk}/reconcile")
     assert response.status_code == 302 and response["Location"] == "/security/"
     wait_until(lambda: AuditEvent.objects.filter(action="registry.reconciled").exists())
     assert AuditEvent.objects.get(action="registry.reconciled").actor_name == "sam"

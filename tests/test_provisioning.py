@@ -6,28 +6,23 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.test import Client
 from django.utils import timezone
 
-from accessreq import provisioning, scopes
+from accessreq import provisioning, scopes, slots
 from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 from acr_emulator.testing import make_client
-from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
+from tests.conftest import SUBSCRIPTION, login, race, request_data
 
 pytestmark = pytest.mark.django_db
 
 
-def _login(user) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 @pytest.fixture
 def approved(registry, requester, approver) -> AccessRequest:
-    assert _login(requester).post("/requests/new", request_data(registry)).status_code == 302
+    assert login(requester).post("/requests/new", request_data(registry)).status_code == 302
     req = AccessRequest.objects.get()
-    _login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
+    login(approver).post(f"/requests/{req.pk}/decide", {"decision": "approve"})
     req.refresh_from_db()
     assert req.status == RequestStatus.APPROVED
     return req
@@ -103,9 +98,9 @@ def test_it_fails_permanently_on_a_token_it_does_not_own(approved, acr, requeste
     # The hand-made scope map is left as it was.
     assert client.scope_maps.get("portal-rg", "contosotest", approved.token_name).description == "made by hand"
     # The requester sees that it failed, not the registry's internals; an admin sees the reason and may retry.
-    assert "not managed by the portal" not in _login(requester).get(f"/requests/{req.pk}/").content.decode()
-    assert _login(requester).post(f"/requests/{req.pk}/retry").status_code == 403
-    admin = _login(admin_user)
+    assert "not managed by the portal" not in login(requester).get(f"/requests/{req.pk}/").content.decode()
+    assert login(requester).post(f"/requests/{req.pk}/retry").status_code == 403
+    admin = login(admin_user)
     assert "not managed by the portal" in admin.get(f"/requests/{req.pk}/").content.decode()
     client.scope_maps.begin_delete("portal-rg", "contosotest", approved.token_name).result()
     assert admin.post(f"/requests/{req.pk}/retry").status_code == 302
@@ -144,32 +139,17 @@ def test_it_validates_patterns(pattern, ok) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_it_generates_a_slot_once_when_two_runs_overlap(approved, requester, acr) -> None:
-    import threading
 
-    from django.db import connection
 
     from acr_emulator.dataplane import allowed_actions
 
     # Provision everything but the password, then let two runs race to generate it, as a redelivered task would.
     slot = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=approved.pk))
     acr.add_fault(count=2, delay=0.3, operation="registries.generate_credentials")
-    barrier = threading.Barrier(2)
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            provisioning.generate_slot(slot.pk)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert race(lambda: slots.generate_slot(slot.pk), lambda: slots.generate_slot(slot.pk)) == [None, None]
     calls = [c for c in acr.requests() if c["operation"] == "registries.generate_credentials"]
     assert len(calls) == 1
     slot.refresh_from_db()
     assert slot.status == SlotStatus.AWAITING_REVEAL and slot.claimed_at is None
-    password = provisioning.reveal(slot, requester, None).password
+    password = slots.reveal(slot, requester, None).password
     assert allowed_actions(acr.state, "contosotest", approved.token_name, password, "myapp/api")

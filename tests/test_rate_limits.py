@@ -66,7 +66,7 @@ def test_it_limits_the_api_with_json(settings, ready_request, requester, registr
         "purpose": "The payments CI pipeline pulls the base image.",
         "client_kind": "ci",
         "team": "Payments",
-        "password_days": 30,
+        "password_lifetime_days": 30,
         "retire_on": ready_request.retire_on.isoformat(),
     }
     assert api.post("/api/v1/requests", json.dumps(body), content_type="application/json").status_code == 201

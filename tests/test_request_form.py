@@ -119,7 +119,7 @@ def test_it_rejects_a_lifetime_beyond_policy(alice, registry, acr) -> None:
 
 
 def test_it_rejects_a_zero_lifetime(alice, registry, acr) -> None:
-    _assert_refused(alice, acr, request_data(registry, password_days="0"), "password_days", "greater than")
+    _assert_refused(alice, acr, request_data(registry, password_days="0"), "password_days", "at least 1 day")
 
 
 def test_it_rejects_a_retirement_in_the_past(alice, registry, acr) -> None:

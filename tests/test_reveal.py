@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
-from django.test import Client
 from django.utils import timezone
 
-from accessreq import provisioning
+from accessreq import slots
+from accessreq.errors import Gone
 from accessreq.models import AuditEvent, PasswordSlot, RequestStatus, SealedPassword, SlotStatus
 from acr_emulator.dataplane import allowed_actions
-from tests.conftest import PASSWORD
+from tests.conftest import login, race
 
 pytestmark = pytest.mark.django_db
 
 
-def _login(user) -> Client:
-    client = Client()
-    client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def test_it_is_ready_with_a_sealed_password(ready_request) -> None:
@@ -34,7 +28,7 @@ def test_it_is_ready_with_a_sealed_password(ready_request) -> None:
 
 
 def test_it_reveals_once_with_no_store(ready_request, requester, acr) -> None:
-    alice = _login(requester)
+    alice = login(requester)
     response = alice.post(f"/requests/{ready_request.pk}/reveal")
     body = response.content.decode()
     assert response.status_code == 200
@@ -54,41 +48,29 @@ def test_it_reveals_once_with_no_store(ready_request, requester, acr) -> None:
 
 
 def test_it_lets_only_the_requester_reveal(ready_request, approver, security, outsider) -> None:
-    assert _login(approver).post(f"/requests/{ready_request.pk}/reveal").status_code == 403
-    assert _login(security).post(f"/requests/{ready_request.pk}/reveal").status_code == 403
-    assert _login(outsider).post(f"/requests/{ready_request.pk}/reveal").status_code == 404
+    assert login(approver).post(f"/requests/{ready_request.pk}/reveal").status_code == 403
+    assert login(security).post(f"/requests/{ready_request.pk}/reveal").status_code == 403
+    assert login(outsider).post(f"/requests/{ready_request.pk}/reveal").status_code == 404
     assert SealedPassword.objects.count() == 1
     assert PasswordSlot.objects.get().status == SlotStatus.AWAITING_REVEAL
 
 
 def test_it_rejects_get_on_reveal(ready_request, requester) -> None:
-    assert _login(requester).get(f"/requests/{ready_request.pk}/reveal").status_code == 405
+    assert login(requester).get(f"/requests/{ready_request.pk}/reveal").status_code == 405
     assert SealedPassword.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_reveals_to_exactly_one_of_two_simultaneous_attempts(ready_request, requester) -> None:
     slot = PasswordSlot.objects.get()
-    barrier = threading.Barrier(2)
-    outcomes: list[object] = []
 
-    def attempt() -> None:
-        barrier.wait()
-        try:
-            fresh = PasswordSlot.objects.select_related("token__registry", "token__request").get(pk=slot.pk)
-            outcomes.append(provisioning.reveal(fresh, requester, None))
-        except provisioning.RevealRefused as exc:
-            outcomes.append(exc)
-        finally:
-            connection.close()
+    def attempt() -> slots.Revealed:
+        fresh = PasswordSlot.objects.select_related("token__registry", "token__request").get(pk=slot.pk)
+        return slots.reveal(fresh, requester, None)
 
-    threads = [threading.Thread(target=attempt) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    revealed = [o for o in outcomes if isinstance(o, provisioning.Revealed)]
-    refused = [o for o in outcomes if isinstance(o, provisioning.RevealRefused)]
+    outcomes = race(attempt, attempt)
+    revealed = [o for o in outcomes if isinstance(o, slots.Revealed)]
+    refused = [o for o in outcomes if isinstance(o, Gone)]
     assert len(revealed) == 1 and len(refused) == 1
     assert refused[0].revealed_at is not None
     assert not SealedPassword.objects.exists()
@@ -104,11 +86,11 @@ def test_it_revokes_an_unrevealed_password_after_the_ttl(ready_request, requeste
     assert [p.name for p in token.credentials.passwords] == ["password1"]
 
     with time_machine.travel(timezone.now() + timedelta(hours=settings.REVEAL_TTL_HOURS - 1)):
-        assert provisioning.expire_unrevealed() == 0
+        assert slots.expire_unrevealed() == 0
     with time_machine.travel(timezone.now() + timedelta(hours=settings.REVEAL_TTL_HOURS, minutes=1)):
-        assert provisioning.expire_unrevealed() == 1
-        assert provisioning.expire_unrevealed() == 0  # once only
-        response = _login(requester).post(f"/requests/{ready_request.pk}/reveal")
+        assert slots.expire_unrevealed() == 1
+        assert slots.expire_unrevealed() == 0  # once only
+        response = login(requester).post(f"/requests/{ready_request.pk}/reveal")
     assert response.status_code == 410
     assert "revoked" in response.content.decode()
     assert PasswordSlot.objects.get().status == SlotStatus.REVOKED
@@ -121,20 +103,20 @@ def test_it_generates_a_fresh_password_after_revocation(
     ready_request, requester, approver, settings, django_capture_on_commit_callbacks
 ) -> None:
     with time_machine.travel(timezone.now() + timedelta(hours=settings.REVEAL_TTL_HOURS + 1)):
-        provisioning.expire_unrevealed()
+        slots.expire_unrevealed()
     slot = PasswordSlot.objects.get()
-    assert _login(approver).post(f"/requests/{ready_request.pk}/new-password").status_code == 403
+    assert login(approver).post(f"/requests/{ready_request.pk}/new-password").status_code == 403
     with django_capture_on_commit_callbacks() as callbacks:
-        assert _login(requester).post(f"/requests/{ready_request.pk}/new-password").status_code == 302
+        assert login(requester).post(f"/requests/{ready_request.pk}/new-password").status_code == 302
     assert len(callbacks) == 1  # the generate task is queued on commit
-    provisioning.generate_slot(slot.pk)
-    response = _login(requester).post(f"/requests/{ready_request.pk}/reveal")
+    slots.generate_slot(slot.pk)
+    response = login(requester).post(f"/requests/{ready_request.pk}/reveal")
     assert response.status_code == 200
     assert response.context["revealed"].password
 
 
 def test_it_keeps_the_password_out_of_audit_and_mail(ready_request, requester, mailoutbox) -> None:
-    password = _login(requester).post(f"/requests/{ready_request.pk}/reveal").context["revealed"].password
+    password = login(requester).post(f"/requests/{ready_request.pk}/reveal").context["revealed"].password
     for event in AuditEvent.objects.all():
         assert password not in str(event.details) and password not in event.target_repr
     for message in mailoutbox:

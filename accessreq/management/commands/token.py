@@ -4,7 +4,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accessreq import acr, lifecycle
+from accessreq import acr, tokens
+from accessreq.errors import DomainError
 from accessreq.models import Token
 
 
@@ -30,19 +31,19 @@ class Command(BaseCommand):
         try:
             match action:
                 case "rotate":
-                    slot = lifecycle.rotate(found, user, None)
+                    slot = tokens.rotate(found, user, None)
                     self.stdout.write(f"{slot.name} is being generated; reveal it on {found.get_absolute_url()}")
                 case "confirm-switch":
-                    self.stdout.write(f"deleted: {', '.join(lifecycle.confirm_switch(found, user, None))}")
+                    self.stdout.write(f"deleted: {', '.join(tokens.confirm_switch(found, user, None))}")
                 case "disable":
-                    lifecycle.disable(found, user, reason, None)
+                    tokens.disable(found, user, reason, None)
                 case "enable":
-                    lifecycle.enable(found, user, None)
+                    tokens.enable(found, user, None)
                 case "retire":
-                    lifecycle.retire(found, user, reason or "retired from the command line", None)
+                    tokens.retire(found, user, reason or "retired from the command line", None)
                 case "transfer":
-                    lifecycle.transfer(found, user, to, None)
-        except (lifecycle.LifecycleError, ValueError, acr.AcrError, PermissionDenied) as exc:
+                    tokens.transfer(found, user, to, None)
+        except (DomainError, acr.AcrError, PermissionDenied) as exc:
             raise CommandError(str(exc)) from exc
         found.refresh_from_db()
         self.stdout.write(f"{found}: {found.get_status_display()}")

@@ -1,0 +1,277 @@
+"""Who may see and do what, decided here and nowhere else.
+
+Pages, the API, management commands and tasks get requests, tokens and password slots through the `get_*` lookups
+below, and ask the `can_*` rules before acting. A lookup answers 404 (Http404) for what the user may not see, as if
+it did not exist; a rule that says no raises `errors.Forbidden` (403) for what they may see but not do.
+
+Everyone signed in is a requester. Approvers are members of a group that owns repositories (an approval rule) or
+administers a registry. Security staff are members of SECURITY_GROUP; admins are superusers and count as security.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404
+
+from accessreq import routing
+from accessreq.errors import Forbidden
+from accessreq.models import (
+    AccessRequest,
+    ApprovalRequirement,
+    PasswordSlot,
+    Registry,
+    RequestStatus,
+    Token,
+    TokenStatus,
+    UnmanagedToken,
+)
+
+if TYPE_CHECKING:
+    User = AbstractBaseUser
+else:
+    User = Any
+
+SECURITY_GROUP = getattr(settings, "SECURITY_GROUP", "security")
+M = TypeVar("M", bound=Model)
+Prepare = Callable[[QuerySet[M]], QuerySet[M]]
+
+
+class Roles:
+    def __init__(self, user: AbstractBaseUser | AnonymousUser) -> None:
+        self.user = user
+
+    @cached_property
+    def group_ids(self) -> frozenset[int]:
+        if not self.user.is_authenticated:
+            return frozenset()
+        return frozenset(self.user.groups.values_list("id", flat=True))  # type: ignore[union-attr]
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.user.is_authenticated and self.user.is_superuser)  # type: ignore[union-attr]
+
+    @cached_property
+    def is_security(self) -> bool:
+        if self.is_admin:
+            return True
+        return Group.objects.filter(id__in=self.group_ids, name=SECURITY_GROUP).exists() if self.group_ids else False
+
+    @cached_property
+    def is_approver(self) -> bool:
+        if not self.group_ids:
+            return False
+        return Group.objects.filter(
+            Q(approval_rules__isnull=False) | Q(administered_registries__isnull=False), id__in=self.group_ids
+        ).exists()
+
+    @cached_property
+    def group_names(self) -> list[str]:
+        if not self.user.is_authenticated:
+            return []
+        return list(Group.objects.filter(id__in=self.group_ids).values_list("name", flat=True))
+
+
+def roles_for(user: AbstractBaseUser | AnonymousUser) -> Roles:
+    # Cached on the user object, which lives for one HTTP request.
+    cached: Roles | None = getattr(user, "_portal_roles", None)
+    if cached is None:
+        cached = Roles(user)
+        user._portal_roles = cached  # type: ignore[union-attr]
+    return cached
+
+
+def require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise Forbidden(message)
+
+
+def require_security(user: User) -> None:
+    require(roles_for(user).is_security, "This is for security staff.")
+
+
+def _first_or_404(qs: QuerySet[M], message: str) -> M:
+    found = qs.first()
+    if found is None:
+        raise Http404(message)
+    return found
+
+
+def _same(qs: QuerySet[M]) -> QuerySet[M]:
+    return qs
+
+
+# --- requests ------------------------------------------------------------------------------------------------------
+
+
+def visible_requests(user: User) -> QuerySet[AccessRequest]:
+    """Their own, those they own, those routed to their groups; everything for security."""
+    qs = AccessRequest.objects.all()
+    roles = roles_for(user)
+    if roles.is_security:
+        return qs
+    routed = AccessRequest.objects.filter(requirements__group__in=roles.group_ids).values("pk")
+    return qs.filter(Q(requester=user) | Q(owner=user) | Q(pk__in=routed))
+
+
+def my_requests(user: User) -> QuerySet[AccessRequest]:
+    """The list a person calls theirs: filed by them or owned by them."""
+    return AccessRequest.objects.filter(Q(requester=user) | Q(owner=user))
+
+
+def approval_queue_for(user: User) -> QuerySet[AccessRequest]:
+    """Pending requests where one of the user's groups still owes approvals, not filed by them, not yet decided."""
+    owed = ApprovalRequirement.objects.unmet().filter(group__in=roles_for(user).group_ids).values("request")
+    return (
+        AccessRequest.objects.filter(status=RequestStatus.PENDING, pk__in=owed)
+        .exclude(requester=user)
+        .exclude(approvals__approver=user)
+    )
+
+
+def get_request_for_user(user: User, pk: int, prepare: Prepare[AccessRequest] = _same) -> AccessRequest:
+    qs = visible_requests(user).select_related("registry", "requester", "owner").filter(pk=pk)
+    return _first_or_404(prepare(qs), "No such request.")
+
+
+def approvable_requirements(access_request: AccessRequest, user: User) -> list[ApprovalRequirement]:
+    """The owner groups this user may approve for. Never any for the requester, whatever their groups."""
+    if user.pk == access_request.requester_id:
+        return []
+    group_ids = roles_for(user).group_ids
+    return [r for r in access_request.requirements.all() if r.group_id in group_ids]
+
+
+def can_decide(access_request: AccessRequest, user: User) -> bool:
+    """Approve or reject: a member of an owner group the request is routed to, other than its requester."""
+    return bool(approvable_requirements(access_request, user))
+
+
+def can_cancel(access_request: AccessRequest, user: User) -> bool:
+    return user.pk == access_request.requester_id
+
+
+def can_retry(user: User) -> bool:
+    """Send failed provisioning (a request or a password) back to the worker: admins."""
+    return roles_for(user).is_admin
+
+
+def sees_failure_reasons(user: User) -> bool:
+    roles = roles_for(user)
+    return roles.is_admin or roles.is_security
+
+
+# --- tokens --------------------------------------------------------------------------------------------------------
+
+
+def tokens_for(user: User) -> QuerySet[Token]:
+    """Owned, requested, owned by a team whose group they are in, or approved by one of their groups (whose members
+    may need to disable them); all of them for security."""
+    qs = Token.objects.all()
+    roles = roles_for(user)
+    if roles.is_security:
+        return qs
+    groups = roles.group_ids
+    routed = Token.objects.filter(
+        Q(request__requirements__group__in=groups) | Q(renewals__requirements__group__in=groups)
+    ).values("pk")
+    return qs.filter(Q(owner=user) | Q(requester=user) | Q(team__in=roles.group_names) | Q(pk__in=routed))
+
+
+def get_token_for_user(user: User, pk: int, prepare: Prepare[Token] = _same) -> Token:
+    qs = tokens_for(user).select_related("registry", "owner", "requester").filter(pk=pk)
+    return _first_or_404(prepare(qs), "No such token.")
+
+
+def can_manage(token: Token, user: User) -> bool:
+    """Rotate, retire, transfer, renew, change reminders: the owner, security and admins."""
+    return user.pk == token.owner_id or roles_for(user).is_security
+
+
+def can_switch(token: Token, user: User) -> bool:
+    """Disable and enable: also an approver of the token's repositories, who may need to stop it at once."""
+    if can_manage(token, user):
+        return True
+    owners = {r.group.pk for r in routing.requirements(token.registry, token.rules, None)}
+    return bool(owners & roles_for(user).group_ids)
+
+
+def token_to_change(user: User, pk: int) -> Token:
+    """A renewal or change starts from a live token the user manages."""
+    token = get_token_for_user(user, pk)
+    require(can_manage(token, user), "Only the token's owner or security can ask to change it.")
+    require(token.status in (TokenStatus.ACTIVE, TokenStatus.DISABLED), "A retired token cannot change.")
+    return token
+
+
+# --- password slots ------------------------------------------------------------------------------------------------
+
+
+def can_reveal(slot: PasswordSlot, user: User) -> bool:
+    """A password is revealed to the one person who asked for it: the requester, or whoever rotated."""
+    return slot.requested_by_id == user.pk
+
+
+def first_slot_for_requester(user: User, request_pk: int) -> PasswordSlot:
+    """A request's first password. Who may see the request but did not ask for it gets a 403; others a 404."""
+    access_request = get_request_for_user(user, request_pk)
+    slot = (
+        PasswordSlot.objects.select_related("token__registry", "token__request")
+        .filter(token__request=access_request, name="password1")
+        .first()
+    )
+    if slot is None:
+        require(user.pk == access_request.requester_id, "Only the requester can reveal this password.")
+        raise Http404("This request has no password yet.")
+    require(can_reveal(slot, user), "Only the person who asked for this password can reveal it.")
+    return slot
+
+
+def slot_for_revealer(user: User, token_pk: int, name: str) -> PasswordSlot:
+    """A token's password slot, for the one person who may reveal it (403 for others who see the token)."""
+    token = get_token_for_user(user, token_pk)
+    slot = _first_or_404(
+        PasswordSlot.objects.select_related("token__registry", "token__request").filter(token=token, name=name),
+        "No such password.",
+    )
+    require(can_reveal(slot, user), "Only the person who asked for this password can reveal it.")
+    return slot
+
+
+def slot_for_admin(user: User, token_pk: int, name: str) -> PasswordSlot:
+    """A password slot whose generation failed, for an admin to send back to the worker."""
+    token = get_token_for_user(user, token_pk)
+    slot = _first_or_404(PasswordSlot.objects.filter(token=token, name=name), "No such password.")
+    require(can_retry(user), "Only an admin can retry generating a password.")
+    return slot
+
+
+# --- security's objects --------------------------------------------------------------------------------------------
+
+
+def get_unmanaged_for_security(user: User, pk: int) -> UnmanagedToken:
+    require_security(user)
+    return _first_or_404(UnmanagedToken.objects.select_related("registry").filter(pk=pk), "No such token.")
+
+
+def get_registry_for_security(user: User, pk: int) -> Registry:
+    require_security(user)
+    return _first_or_404(Registry.objects.filter(pk=pk, active=True), "No such registry.")
+
+
+def security_emails() -> list[str]:
+    """Where security is told about events that need a person."""
+    return list(
+        get_user_model()
+        .objects.filter(Q(groups__name=SECURITY_GROUP) | Q(is_superuser=True), is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+        .distinct()
+    )
+

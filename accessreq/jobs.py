@@ -1,0 +1,33 @@
+"""The periodic jobs, by the one name each has in beat, in `manage.py maintenance` and in the worker's log.
+
+Every job is idempotent: running one more often than scheduled, or twice at once, does no harm. Its return value is a
+count of what it did, printed by the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from accessreq import provisioning, reconcile, reminders, slots, tokens
+
+
+def sweep_stuck() -> int:
+    """Work whose message was lost: requests still provisioning and passwords still being generated."""
+    return provisioning.sweep_stuck() + slots.sweep_stuck()
+
+
+JOBS: dict[str, Callable[[], int]] = {
+    "sweep-stuck": sweep_stuck,
+    "expire-unrevealed": slots.expire_unrevealed,
+    "finish-rotations": tokens.finish_rotations,
+    "mark-expired": slots.mark_expired,
+    "retire-due": tokens.retire_due,
+    "delete-retired": tokens.delete_retired,
+    "flag-orphans": tokens.flag_orphans,
+    "send-reminders": reminders.send_reminders,
+    "reconcile": reconcile.reconcile_all,
+}
+
+
+def run(name: str) -> int:
+    return JOBS[name]()

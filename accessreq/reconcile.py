@@ -1,0 +1,186 @@
+"""Comparing a registry with what the portal knows: unmanaged tokens, drifted scope maps, tokens deleted behind the
+portal's back; and what security does about them (restore, adopt, disable)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accessreq import access, acr, audit, scopes, slots
+from accessreq.errors import Conflict, Invalid
+from accessreq.models import (
+    LIVE_TOKEN_STATUSES,
+    ClientKind,
+    PasswordSlot,
+    Registry,
+    SlotStatus,
+    Token,
+    TokenStatus,
+    UnmanagedToken,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    seen: int = 0
+    unmanaged: int = 0
+    drifted: int = 0
+    gone: int = 0
+
+
+def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileReport:
+    """Compare the registry with what the portal knows, page by page: unmanaged tokens, drifted scope maps, and
+    tokens deleted behind the portal's back. `actor_id` names who asked for it, when someone did."""
+    user = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    report = ReconcileReport()
+    now = timezone.now()
+    known = {t.name: t for t in registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES)}
+    scope_maps = {m.name: m.actions for m in acr.list_scope_maps(registry)}
+    seen: set[str] = set()
+    for found in acr.list_tokens(registry):
+        report.seen += 1
+        seen.add(found.name)
+        token = known.get(found.name)
+        actual = scope_maps.get(found.scope_map_name, [])
+        if token is None:
+            UnmanagedToken.objects.update_or_create(
+                registry=registry,
+                name=found.name,
+                defaults={
+                    "scope_map_name": found.scope_map_name,
+                    "actions": actual,
+                    "status": found.status,
+                    "last_seen_at": now,
+                },
+            )
+            report.unmanaged += 1
+        elif sorted(actual) != sorted(token.approved_actions):
+            report.drifted += 1
+            if token.drift_actions != actual:
+                with transaction.atomic():
+                    Token.objects.filter(pk=token.pk).update(drift_actions=actual, drift_seen_at=now)
+                    audit.record(
+                        "token.drift_found",
+                        actor=None,
+                        target=token,
+                        details={"approved": token.approved_actions, "found": actual},
+                    )
+        elif token.drift_actions is not None:
+            Token.objects.filter(pk=token.pk).update(drift_actions=None, drift_seen_at=None)
+    for name, token in known.items():
+        if name not in seen:
+            with transaction.atomic():
+                if Token.objects.filter(pk=token.pk, status__in=LIVE_TOKEN_STATUSES).update(status=TokenStatus.GONE):
+                    slots.revoke_all(token)
+                    audit.record("token.gone", actor=None, target=token)
+                    report.gone += 1
+    UnmanagedToken.objects.filter(registry=registry).exclude(name__in=seen).delete()
+    with transaction.atomic():
+        audit.record("registry.reconciled", actor=user, target=registry, details=report.__dict__)
+    return report
+
+
+def restore(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+    """Write the approved actions back over a drifted scope map."""
+    access.require(access.roles_for(user).is_security, "Only security can restore a scope map.")
+    if token.drift_actions is None:
+        raise Conflict("This token's scope map matches what was approved.")
+    description = f"{acr.MANAGED_MARKER} (request {token.request_id})"
+    acr.set_scope_map_actions(token.registry, token.scope_map_name, token.approved_actions, description)
+    with transaction.atomic():
+        Token.objects.filter(pk=token.pk).update(drift_actions=None, drift_seen_at=None)
+        audit.record(
+            "token.drift_restored",
+            actor=user,
+            target=token,
+            details={"was": token.drift_actions, "now": token.approved_actions},
+            request=request,
+        )
+
+
+def _rules_from_actions(actions: list[str]) -> list[dict]:
+    pairs = []
+    for action in actions:
+        parts = action.split("/")
+        if len(parts) >= 4 and parts[0] == "repositories":
+            pairs.append(("/".join(parts[1:-2]), ["/".join(parts[-2:])]))
+    return scopes.merge_rules(pairs)
+
+
+def adopt(
+    unmanaged: UnmanagedToken,
+    user: AbstractBaseUser,
+    owner: AbstractBaseUser,
+    team: str,
+    retire_on: date,
+    request: HttpRequest | None,
+) -> Token:
+    """Give a token found in the registry an owner, a team and a retirement date, so the portal tracks it."""
+    access.require(access.roles_for(user).is_security, "Only security can adopt a token.")
+    info = acr.get_token(unmanaged.registry, unmanaged.name)
+    if info is None:
+        raise Conflict("The token is no longer in the registry.")
+    with transaction.atomic():
+        token = Token.objects.create(
+            registry=unmanaged.registry,
+            name=unmanaged.name,
+            scope_map_name=info.scope_map_name,
+            request=None,
+            owner=owner,
+            team=team,
+            requester=user,
+            purpose="Adopted from the registry",
+            client_kind=ClientKind.OTHER,
+            rules=_rules_from_actions(unmanaged.actions),
+            retire_on=retire_on,
+            password_days=unmanaged.registry.max_password_days,
+            status=TokenStatus.ACTIVE if info.status == "enabled" else TokenStatus.DISABLED,
+        )
+        for slot_name, expiry in info.slots.items():
+            PasswordSlot.objects.create(token=token, name=slot_name, status=SlotStatus.REVEALED, expires_at=expiry)
+        unmanaged.delete()
+        audit.record(
+            "token.adopted",
+            actor=user,
+            target=token,
+            details={"owner": owner.get_username(), "team": team, "retire_on": retire_on},
+            request=request,
+        )
+    return token
+
+
+def disable_unmanaged(unmanaged: UnmanagedToken, user: AbstractBaseUser, reason: str, request: HttpRequest | None):
+    access.require(access.roles_for(user).is_security, "Only security can disable a token the portal does not manage.")
+    if not reason.strip():
+        raise Invalid("Say why the token is disabled.", field="reason")
+    acr.set_token_status(unmanaged.registry, unmanaged.name, "disabled")
+    with transaction.atomic():
+        UnmanagedToken.objects.filter(pk=unmanaged.pk).update(status="disabled")
+        audit.record(
+            "unmanaged_token.disabled",
+            actor=user,
+            target=unmanaged,
+            details={"reason": reason.strip()},
+            request=request,
+        )
+
+
+def reconcile_all() -> int:
+    """Every active registry. One registry's failure does not stop the others; each is read again next run."""
+    done = 0
+    for registry in Registry.objects.filter(active=True):
+        try:
+            reconcile(registry)
+            done += 1
+        except acr.AcrError as exc:
+            log.warning("registry %s: reconcile failed, will retry next run: %s", registry.pk, exc)
+    return done

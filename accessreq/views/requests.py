@@ -1,0 +1,300 @@
+"""Pages for requests: home, filing, the approval queue, a request's progress and its one reveal."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from accessreq import access, flow, scopes, slots
+from accessreq.errors import DomainError, Gone
+from accessreq.forms import NewRequest
+from accessreq.models import (
+    OPEN_REQUEST_STATUSES,
+    AccessRequest,
+    PasswordSlot,
+    RequestStatus,
+    SlotStatus,
+    Token,
+)
+from accessreq.ratelimit import rate_limited
+from accessreq.views.common import AuthedRequest, act, paginate, status_for, wants_fragment
+
+
+@login_required
+@require_GET
+def home(request: AuthedRequest) -> HttpResponse:
+    user = request.user
+    open_requests = AccessRequest.objects.filter(requester=user, status__in=OPEN_REQUEST_STATUSES).count()
+    waiting = access.approval_queue_for(user).count() if access.roles_for(user).is_approver else 0
+    to_reveal = PasswordSlot.objects.filter(token__requester=user, status=SlotStatus.AWAITING_REVEAL).count()
+    tokens = Token.objects.filter(owner=user).count()
+    recent = AccessRequest.objects.filter(requester=user).with_details()[:5]
+    context = {
+        "open_requests": open_requests,
+        "waiting": waiting,
+        "to_reveal": to_reveal,
+        "tokens": tokens,
+        "recent": recent,
+    }
+    return render(request, "accessreq/home.html", context)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def request_list(request: AuthedRequest) -> HttpResponse:
+    qs = access.my_requests(request.user)
+    status = request.GET.get("status", "")
+    if status in RequestStatus.values:
+        qs = qs.filter(status=status)
+    page = paginate(request, qs.with_details().order_by("-created_at", "-id"))
+    context = {
+        "page": page,
+        "status": status,
+        "statuses": RequestStatus.choices,
+        "extra_query": urlencode({"status": status}) if status else "",
+    }
+    template = "accessreq/request_rows.html" if wants_fragment(request) else "accessreq/request_list.html"
+    return render(request, template, context)
+
+
+def _rule_rows(request: AuthedRequest) -> int:
+    try:
+        current = int(request.POST.get("rules-TOTAL_FORMS", "1"))
+    except ValueError:
+        current = 1
+    return min(max(current, 1), flow.MAX_RULES)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@rate_limited("request")
+def request_new(request: AuthedRequest) -> HttpResponse:
+    renews = _token_to_change(request)
+    base = {"renews": renews}
+    if request.method == "GET":
+        new = NewRequest(request.user, renews=renews)
+        preview = _preview(new) if renews else None
+        return render(request, "accessreq/request_new.html", {**base, "new": new, "preview": preview})
+    if "add_rule" in request.POST:
+        # Works without JavaScript: the form comes back with one more empty rule and nothing is validated yet.
+        data = request.POST.copy()
+        data["rules-TOTAL_FORMS"] = str(_rule_rows(request) + 1)
+        new = NewRequest(request.user, data, renews=renews)
+        context = {**base, "new": new, "preview": _preview(new), "adding": True}
+        return render(request, "accessreq/request_new.html", context)
+    new = NewRequest(request.user, request.POST, renews=renews)
+    if not new.is_valid():
+        status = 422 if request.htmx else 200
+        context = {**base, "new": new, "preview": _preview(new)}
+        return render(request, "accessreq/request_new.html", context, status=status)
+    assert new.review is not None
+    created = flow.file(request.user, new.review, request)
+    messages.success(request, f"Request #{created.pk} is filed and waits for approval.")
+    return redirect(created)
+
+
+def _preview(new: NewRequest) -> dict[str, object]:
+    """What the request will create, from the same review that filing uses, so both give the same verdict."""
+    new.is_valid()
+    review = new.review
+    rules = review.rules if review else []
+    data = getattr(new.form, "cleaned_data", None) or {**new.form.initial}
+    client_kind = data.get("client_kind") or "ci"
+    actions = scopes.scope_map_actions(rules)
+    return {
+        "rules": rules,
+        "actions": actions,
+        "action_count": len(actions),
+        "max_actions": scopes.MAX_ACTIONS_PER_SCOPE_MAP,
+        # A change keeps its token's name.
+        "token_name": new.renews.name
+        if new.renews
+        else flow.token_name_for(client_kind, data.get("team") or "team", "N"),
+        "requirements": review.requirements if review else [],
+        "rule_errors": review.errors.get("rules", []) if review else [],
+        "wildcards": [r["repository"] for r in rules if scopes.is_wildcard(r["repository"])],
+        "risks": scopes.risks(rules, client_kind),
+        "registry": data.get("registry"),
+    }
+
+
+def _token_to_change(request: AuthedRequest) -> Token | None:
+    """A renewal or change starts from a token its owner (or security) manages: ?renew=<id>, kept in the form."""
+    raw = request.GET.get("renew") or request.POST.get("renew")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise Http404("No such token.")
+    return access.token_to_change(request.user, int(raw))
+
+
+@login_required
+@require_POST
+def request_preview(request: AuthedRequest) -> HttpResponse:
+    new = NewRequest(request.user, request.POST, renews=_token_to_change(request))
+    return render(request, "accessreq/preview.html", {"preview": _preview(new)})
+
+
+def _detail_context(request: AuthedRequest, access_request: AccessRequest) -> dict[str, object]:
+    user = request.user
+    access_request = AccessRequest.objects.filter(pk=access_request.pk).with_details().get()
+    token = Token.objects.filter(request=access_request).select_related("registry").prefetch_related("slots").first()
+    slots = list(token.slots.all()) if token else []
+    decided = {a.approver_id for a in access_request.approvals.all()}
+    can_decide = (
+        access_request.status == RequestStatus.PENDING
+        and user.pk not in decided
+        and access.can_decide(access_request, user)
+    )
+    return {
+        "req": access_request,
+        "token": token,
+        "slots": slots,
+        "state_key": ":".join([access_request.status, *(f"{s.name}={s.status}" for s in slots)]),
+        "generating": any(s.status == SlotStatus.GENERATING for s in slots),
+        "is_requester": user.pk == access_request.requester_id,
+        "can_decide": can_decide,
+        "can_cancel": access.can_cancel(access_request, user) and access_request.status == RequestStatus.PENDING,
+        "can_retry": access.can_retry(user) and access_request.status == RequestStatus.FAILED,
+        "sees_reason": access.sees_failure_reasons(user),
+        "steps": _steps(access_request),
+    }
+
+
+def _steps(access_request: AccessRequest) -> list[tuple[str, str]]:
+    order = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.PROVISIONING, RequestStatus.READY]
+    status = access_request.status
+    if status in (RequestStatus.REJECTED, RequestStatus.CANCELLED):
+        return [(RequestStatus.PENDING.label, "done"), (access_request.get_status_display(), "bad")]
+    if status == RequestStatus.FAILED:
+        return [(s.label, "done") for s in order[:3]] + [(RequestStatus.FAILED.label, "bad")]
+    current = order.index(RequestStatus(status))
+    return [(s.label, "done" if i < current else "current" if i == current else "") for i, s in enumerate(order)]
+
+
+@never_cache
+@login_required
+@require_GET
+def request_detail(request: AuthedRequest, pk: int) -> HttpResponse:
+    access_request = access.get_request_for_user(request.user, pk)
+    return render(request, "accessreq/request_detail.html", _detail_context(request, access_request))
+
+
+@never_cache
+@login_required
+@require_GET
+def request_progress(request: AuthedRequest, pk: int) -> HttpResponse:
+    access_request = access.get_request_for_user(request.user, pk)
+    context = _detail_context(request, access_request)
+    if request.GET.get("seen") == context["state_key"]:
+        return HttpResponse(status=204)  # htmx swaps nothing, so screen readers hear nothing new
+    return render(request, "accessreq/request_status.html", context)
+
+
+@login_required
+@require_POST
+def request_cancel(request: AuthedRequest, pk: int) -> HttpResponse:
+    access_request = access.get_request_for_user(request.user, pk)
+    return act(
+        request,
+        access_request,
+        lambda: flow.cancel(access_request, request.user, request),
+        f"Request #{access_request.pk} is cancelled.",
+    )
+
+
+@login_required
+@require_POST
+def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
+    access_request = access.get_request_for_user(request.user, pk)
+    return act(
+        request,
+        access_request,
+        lambda: flow.retry(access_request, request.user, request),
+        "Provisioning will be tried again.",
+    )
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def approval_queue(request: AuthedRequest) -> HttpResponse:
+    access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
+    page = paginate(request, access.approval_queue_for(request.user).with_details().order_by("created_at", "id"))
+    template = "accessreq/queue_rows.html" if wants_fragment(request) else "accessreq/queue.html"
+    return render(request, template, {"page": page})
+
+
+@login_required
+@require_POST
+def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
+    access_request = access.get_request_for_user(request.user, pk)
+    decision = request.POST.get("decision")
+    comment = request.POST.get("comment", "")
+    error, status = "", 200
+    try:
+        if decision == "approve":
+            flow.approve(access_request, request.user, comment, request)
+        elif decision == "reject":
+            flow.reject(access_request, request.user, comment, request)
+        else:
+            error, status = "Choose approve or reject.", 400
+    except DomainError as exc:
+        error, status = str(exc), status_for(exc)
+    if request.htmx:
+        row = AccessRequest.objects.filter(pk=pk).with_details().get()
+        context = {"req": row, "error": error, "decided": not error, "comment": comment}
+        return render(request, "accessreq/queue_row.html", context, status=status)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"Your decision on request #{pk} is recorded.")
+    back_to_queue = request.POST.get("next") == "queue"
+    return redirect(reverse("approval_queue") if back_to_queue else access_request.get_absolute_url())
+
+
+@never_cache
+@login_required
+@require_POST
+@rate_limited("reveal")
+def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
+    slot = access.first_slot_for_requester(request.user, pk)
+    return render_reveal(request, slot, reverse("request_detail", args=[pk]), f"Back to request #{pk}")
+
+
+def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, back_label: str) -> HttpResponse:
+    """The one response that shows a password, never cached; or, when it cannot be shown, why (410)."""
+    back = {"back_url": back_url, "back_label": back_label}
+    try:
+        revealed = slots.reveal(slot, request.user, request)
+    except Gone as exc:
+        context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
+        return render(request, "accessreq/reveal_refused.html", context, status=410)
+    context = {"revealed": revealed, "regenerated": slot.generation > 1 or slot.token.last_rotated_at, **back}
+    response = render(request, "accessreq/reveal.html", context)
+    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+@login_required
+@require_POST
+def new_password(request: AuthedRequest, pk: int) -> HttpResponse:
+    slot = access.first_slot_for_requester(request.user, pk)
+    return act(
+        request,
+        slot.token.request,
+        lambda: slots.request_new_password(slot, request.user, request),
+        "A new password is being generated. This page shows when it is ready.",
+    )
+
+
