@@ -30,7 +30,8 @@ MEASURE = """() => {
   const tables = [...document.querySelectorAll("main table")].map((table) => {
     const box = table.closest(".card") || table.closest("main");
     const style = getComputedStyle(box);
-    const inner = box.getBoundingClientRect().right - parseFloat(style.paddingRight) - parseFloat(style.borderRightWidth);
+    const inner = box.getBoundingClientRect().right - parseFloat(style.paddingRight)
+      - parseFloat(style.borderRightWidth);
     const wrap = table.closest(".table-wrap");
     return {
       caption: (table.caption && table.caption.textContent.trim()) || "table",
