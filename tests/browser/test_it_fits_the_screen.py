@@ -107,6 +107,12 @@ def _visit_all(page: Page, token: Token, request_pk: int, check: object) -> dict
     # The new password is generated: a Reveal button takes the place of "being generated…".
     provisioning.generate_slot(PasswordSlot.objects.get(token=token, status=SlotStatus.GENERATING).pk)
     found |= {f"{k} (to reveal)": v for k, v in check(page, [f"/tokens/{token.pk}/"]).items()}  # type: ignore[operator]
+    # The page that shows the password once, with its long commands; and a page that is not there.
+    page.get_by_role("button", name="Reveal password2").click()
+    page.get_by_role("heading", name=re.compile("^The password for")).wait_for()
+    if (reveal := page.evaluate(MEASURE)["page"]) > 0:
+        found["reveal page"] = reveal
+    found |= check(page, ["/tokens/999999/"])  # type: ignore[operator]
     _sign_in(page, "bob")
     found |= check(page, ["/approvals/"])  # type: ignore[operator]
     _sign_in(page, "sam")
