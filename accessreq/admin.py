@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, Registry, Token
+from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, Registry, Team, Token
 
 
 class ApprovalRuleInline(admin.TabularInline):
@@ -32,6 +32,14 @@ class RegistryAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    """A team's shared address, where reminders about its tokens go."""
+
+    list_display = ["name", "email"]
+    search_fields = ["name", "email"]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
