@@ -65,7 +65,7 @@ def _sqlite_triggers(table):
 def create_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(POSTGRESQL_FUNCTION)
+        schema_editor.execute(POSTGRESQL_FUNCTION, params=None)  # "%" is plpgsql's, not a placeholder
         for table in TABLES:
             for sql in _postgresql_triggers(table):
                 schema_editor.execute(sql)
