@@ -212,6 +212,35 @@ def test_it_verifies_rows_hashed_before_keys_existed(registry, requester) -> Non
     assert problems() == [("edited", old.pk)]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_migrates_rows_from_before_keys_as_legacy_ones() -> None:
+    from django.db.migrations.executor import MigrationExecutor
+    from django.utils import timezone
+
+    before = [("accessreq", "0004_slot_claim")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    OldEvent = executor.loader.project_state(before).apps.get_model("accessreq", "AuditEvent")
+    prev = audit.GENESIS
+    for action in ("test.one", "test.two"):
+        old = OldEvent(
+            created_at=timezone.now(), actor_name="alice", action=action, target_type="accessreq.registry",
+            target_id="1", target_repr="contosotest", details={"n": 1}, prev_hash=prev,
+        )
+        old.hash = prev = hashlib.sha256(audit._canonical(audit._fields(old))).hexdigest()  # as it was hashed
+        old.save()
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert list(AuditEvent.objects.values_list("key_id", flat=True)) == [audit.LEGACY_KEY_ID] * 2
+    from django.contrib.auth.models import Group
+
+    keyed = audit.record("test.three", actor=None, target=Group.objects.create(name="after"))
+    assert keyed.prev_hash == prev and keyed.key_id != audit.LEGACY_KEY_ID
+    assert problems() == []
+
+
 def test_it_anchors_to_the_table_the_log_and_a_file(
     registry, requester, anchor_file, caplog, django_capture_on_commit_callbacks
 ) -> None:
