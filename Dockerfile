@@ -34,6 +34,7 @@ RUN pip install --no-deps . \
 RUN DEBUG=0 \
     SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
     PASSWORD_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    AUDIT_KEYS="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
     python manage.py collectstatic --noinput \
     && mkdir -p /app/var /data \
     && chown -R portal:portal /app/var /data

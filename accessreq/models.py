@@ -417,10 +417,12 @@ class SealedPassword(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only, hash-chained: each row's hash covers the previous row's, so an edit or a gap shows."""
+    """Append-only, MAC-chained: each row's hash is keyed and covers the previous row's, so an edit or a gap shows."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # PROTECT, not SET_NULL: the actor's id is part of what the row's MAC covers, and the table refuses updates, so
+    # an account with a history is deactivated rather than deleted.
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     actor_name = models.CharField(max_length=150, help_text="Kept even if the account is deleted.")
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64)
@@ -430,6 +432,9 @@ class AuditEvent(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Which AUDIT_KEYS key made `hash` (see accessreq.audit), so keys can rotate; "legacy-sha256" for rows hashed
+    # without a key, before keys existed.
+    key_id = models.CharField(max_length=16)
 
     class Meta:
         ordering = ["-id"]
@@ -445,6 +450,32 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events cannot be deleted.")
+
+
+class AuditAnchor(models.Model):
+    """The audit log's head at one moment, MAC'd, and also written outside the database (a log line, a file), so
+    that removing or rewriting the newest events shows against an anchor the attacker could not also rewrite."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    event_count = models.PositiveBigIntegerField()
+    last_event_id = models.BigIntegerField(help_text="0 when the log was empty.")
+    last_hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.event_count} events up to {self.last_event_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise PermissionError("Audit anchors cannot be changed.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit anchors cannot be deleted.")
 
 
 

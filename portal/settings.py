@@ -57,6 +57,15 @@ if not DEBUG:
     if DEV_ENCRYPTION_KEY in PASSWORD_ENCRYPTION_KEYS:
         raise ImproperlyConfigured("PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off.")
 
+# Keys for the audit log's MAC chain and anchors (accessreq/audit.py), comma-separated, newest first: the first
+# signs new rows, each still verifies the rows it signed, so a retired key stays listed. Never in the database they
+# protect: whoever holds a key and the database can forge history. AUDIT_ANCHOR_FILE gets one line per anchor.
+DEV_AUDIT_KEY = "dev-only-insecure-audit-key-change-me-0123456789abcdef"
+AUDIT_KEYS = envlist("AUDIT_KEYS") or [DEV_AUDIT_KEY]
+AUDIT_ANCHOR_FILE = Path(env("AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit-anchors.jsonl")))
+if not DEBUG and (DEV_AUDIT_KEY in AUDIT_KEYS or min(len(key) for key in AUDIT_KEYS) < 32):
+    raise ImproperlyConfigured("AUDIT_KEYS must be set when DEBUG is off: random keys of 32 characters or more.")
+
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 SITE_NAME = env("SITE_NAME", "ACR Access Portal")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")

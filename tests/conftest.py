@@ -33,8 +33,26 @@ def _use_test_broker() -> None:
     celery_app.conf.broker_transport_options = filesystem_broker(root)
 
 
+def _flush_with_audit_triggers_lifted() -> None:
+    # After a transactional test (transactional_db, celery_worker, live_server) Django empties the database with its
+    # flush command: one TRUNCATE on PostgreSQL, a DELETE per table on SQLite. The audit tables refuse both, as
+    # they must in production, so the suite alone lifts their triggers for the flush's own transaction.
+    from django.core.management.commands import flush
+
+    from tests.audit_triggers import triggers_lifted
+
+    handle = flush.Command.handle
+
+    def handle_with_triggers_lifted(self: flush.Command, *args: object, **options: object) -> None:
+        with triggers_lifted(str(options.get("database") or "default")):
+            handle(self, *args, **options)
+
+    flush.Command.handle = handle_with_triggers_lifted  # type: ignore[method-assign]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _use_test_broker()
+    _flush_with_audit_triggers_lifted()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -111,7 +111,7 @@ def test_it_sets_only_variables_that_settings_read() -> None:
 
 def test_it_requires_the_secrets() -> None:
     environment = _compose()["services"]["web"]["environment"]
-    for variable in ("SECRET_KEY", "PASSWORD_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "SITE_URL"):
+    for variable in ("SECRET_KEY", "PASSWORD_ENCRYPTION_KEYS", "AUDIT_KEYS", "ALLOWED_HOSTS", "SITE_URL"):
         assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", environment[variable]), variable
     assert environment["DEBUG"] == "0"
 

@@ -6,10 +6,12 @@ settings.py is read once per process, so each case starts a fresh interpreter wi
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,7 @@ def _clean_environment(**overrides: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if key not in {"DEBUG", "SECRET_KEY", "PASSWORD_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"}
+        and key != "AUDIT_KEYS"
         and not key.endswith("_FILE")
     }
     environment["DJANGO_SETTINGS_MODULE"] = "portal.settings"
@@ -46,6 +49,7 @@ def _production(**extra: str) -> dict[str, str]:
         "DEBUG": "0",
         "SECRET_KEY": "a-production-secret-key-" + "x" * 40,
         "PASSWORD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "AUDIT_KEYS": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "portal.example.com",
     }
     environment.update(extra)
@@ -81,6 +85,37 @@ def test_it_refuses_the_development_encryption_key_beside_a_real_one() -> None:
     result = _settings("DEBUG", **_production(PASSWORD_ENCRYPTION_KEYS=keys))
     assert result.returncode != 0
     assert "PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off." in result.stderr
+
+
+def test_it_refuses_production_without_audit_keys() -> None:
+    environment = _production()
+    del environment["AUDIT_KEYS"]
+    result = _settings("DEBUG", **environment)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: AUDIT_KEYS must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "keys", ["too-short-to-be-a-key", "{good},too-short-to-be-a-key", "{good},{dev}", " , "], ids=str.strip
+)
+def test_it_refuses_weak_or_development_audit_keys_in_production(keys: str) -> None:
+    from portal.settings import DEV_AUDIT_KEY
+
+    keys = keys.format(good=secrets.token_urlsafe(32), dev=DEV_AUDIT_KEY)
+    result = _settings("DEBUG", **_production(AUDIT_KEYS=keys))
+    assert result.returncode != 0
+    assert "AUDIT_KEYS must be set when DEBUG is off" in result.stderr
+
+
+def test_it_reads_audit_keys_newest_first_from_a_file(tmp_path: Path) -> None:
+    newest, older = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    keys_file = tmp_path / "audit_keys"
+    keys_file.write_text(f"{newest},{older}\n")
+    environment = _production(AUDIT_KEYS_FILE=str(keys_file))
+    del environment["AUDIT_KEYS"]
+    result = _settings("AUDIT_KEYS", **environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([newest, older])
 
 
 def test_it_starts_in_production_with_proper_secrets() -> None:
