@@ -91,7 +91,7 @@ def drop_triggers(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessreq', '0004_slot_claim'),
+        ('accessreq', '0005_slot_recovery'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
