@@ -286,9 +286,19 @@ PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
 PAGE_SIZE = envint("PAGE_SIZE", 25)
 
 
-# The cache holds rate-limit counters: Redis when configured, so every web process counts together.
+# The cache holds rate-limit counters: Redis when configured, so every web process counts together. A Redis that is
+# down or hung must fail a call in well under a second: the rate limiter then lets the request through
+# (accessreq/ratelimit.py) rather than making every sign-in wait.
+def redis_cache(url: str) -> dict[str, object]:
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.5},
+    }
+
+
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": redis_cache(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 RATE_LIMITS = {
