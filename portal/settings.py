@@ -227,6 +227,9 @@ def filesystem_broker(root: Path) -> dict[str, object]:
         "data_folder_out": str(root / "queue"),
         "control_folder": str(root / "control"),
         "store_processed": False,
+        # kombu looks for messages once a second by default, so a /healthz ping and its reply could take two
+        # seconds; a folder listing ten times a second costs little.
+        "polling_interval": 0.1,
     }
 
 
