@@ -51,11 +51,43 @@ SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
 # not also open the vault. Comma-separated: the first encrypts, all decrypt (rotation with MultiFernet).
 PASSWORD_ENCRYPTION_KEYS = envlist("PASSWORD_ENCRYPTION_KEYS", DEV_ENCRYPTION_KEY)
 
+
+def weak_secret_key(key: str) -> bool:
+    """Django's own deploy check (security.W009): fewer than 50 characters or fewer than 5 distinct ones."""
+    return len(key) < 50 or len(set(key)) < 5
+
+
+def invalid_fernet_keys(keys: list[str]) -> list[int]:
+    """Positions (from 1) of the keys Fernet would refuse: each must be 32 url-safe base64-encoded bytes."""
+    from cryptography.fernet import Fernet
+
+    invalid = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            invalid.append(position)
+    return invalid
+
+
 if not DEBUG:
     if SECRET_KEY == DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # A warning from `check --deploy` is easy to miss; a short key signs every session, so refuse to start instead.
+    if weak_secret_key(SECRET_KEY):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is too weak: use at least 50 random characters, e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
     if DEV_ENCRYPTION_KEY in PASSWORD_ENCRYPTION_KEYS:
         raise ImproperlyConfigured("PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off.")
+    # Otherwise the first password a worker seals would fail, long after the deploy that broke it.
+    if bad := invalid_fernet_keys(PASSWORD_ENCRYPTION_KEYS):
+        raise ImproperlyConfigured(
+            f"PASSWORD_ENCRYPTION_KEYS: key {', '.join(map(str, bad))} is not a Fernet key (32 url-safe base64 "
+            "bytes), e.g. from `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`."
+        )
 
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 SITE_NAME = env("SITE_NAME", "ACR Access Portal")
@@ -129,7 +161,8 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite, with the file readable by its owner alone: it holds sessions and sealed passwords.
+            "ENGINE": "portal.sqlite",
             "NAME": VAR_DIR / "portal.sqlite3",
             "OPTIONS": {
                 # The web server, the worker and beat share one file: WAL lets readers run beside the writer,
@@ -248,6 +281,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # After a broker reconnect a late-acked task would otherwise run twice in parallel.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Shutdown waits this long for running tasks, then cancels them: being late-acked, they go back to the queue for
+# the next worker. Celery applies it on a cold shutdown; with REMAP_SIGTERM=SIGQUIT in the worker's environment a
+# SIGTERM (docker stop, Kubernetes) is one, so stopping a worker never waits on a task stuck in a slow ARM call.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "20"))
 # Nothing reads task results, and results are one more place a secret could leak.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
