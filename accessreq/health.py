@@ -1,19 +1,32 @@
 """Health of the pieces the portal needs: database, broker, Celery workers and the ACR endpoint.
 
-Each check answers within about a second and never raises: a check that cannot tell says what it saw.
+Each check answers within about a second and never raises: a check that cannot tell says what it saw. All of them
+together answer within DEADLINE, so a load balancer's probe gets its answer even when the broker hangs; a check still
+running then counts as down. Anonymous callers learn up or down and which check failed; only staff see the details
+(vendors, transports, worker counts), which would otherwise tell anyone what the portal runs on.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from django.db import connection
 
 from accessreq import acr
 from portal.celery import app as celery_app
 
-TIMEOUT = 1.5
+# Each check's own limit, and the whole run's: kept under a second and a half, which is what probes allow.
+TIMEOUT = 1.0
+DEADLINE = 1.4
+# Control messages nobody reads (pings to workers that died, replies after the pinger gave up) are pruned from a
+# filesystem broker once they are this old, at most once per PRUNE_EVERY seconds per process.
+STALE_CONTROL_SECONDS = 300.0
+PRUNE_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,8 @@ def check_database() -> Check:
 def check_broker() -> Check:
     try:
         with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
+            # No retry: a retry waits seconds before it starts, and the next probe is the retry.
+            conn.ensure_connection(max_retries=0, timeout=TIMEOUT)
             transport = conn.transport.driver_type
     except Exception as exc:  # noqa: BLE001
         return Check("broker", False, type(exc).__name__)
@@ -51,9 +65,33 @@ def check_workers() -> Check:
         replies = celery_app.control.ping(timeout=TIMEOUT)
     except Exception as exc:  # noqa: BLE001
         return Check("workers", False, type(exc).__name__)
+    finally:
+        _prune_filesystem_control_messages()
     if not replies:
         return Check("workers", False, "no worker answered a ping")
     return Check("workers", True, f"{len(replies)} answered")
+
+
+_last_prune = [float("-inf")]
+_prune_lock = threading.Lock()
+
+
+def _prune_filesystem_control_messages() -> None:
+    """Every ping leaves a message for each worker that ever lived, and a dead one never reads it; on the filesystem
+    broker those files would pile up for good, and every poll of the queue folder lists them all."""
+    if not celery_app.conf.broker_url or not str(celery_app.conf.broker_url).startswith("filesystem"):
+        return
+    with _prune_lock:
+        now = time.monotonic()
+        if now - _last_prune[0] < PRUNE_EVERY:
+            return
+        _last_prune[0] = now
+    from portal.broker import prune_stale_control_messages
+
+    options = celery_app.conf.broker_transport_options or {}
+    folder = options.get("data_folder_in")
+    if folder:
+        prune_stale_control_messages(Path(folder), Path(options.get("control_folder", folder)), STALE_CONTROL_SECONDS)
 
 
 def check_acr() -> Check:
@@ -64,7 +102,34 @@ def check_acr() -> Check:
 CHECKS = (check_database, check_broker, check_workers, check_acr)
 
 
-def run_checks() -> list[Check]:
-    # Concurrently, so the slowest check sets the response time rather than the sum of them.
-    with ThreadPoolExecutor(max_workers=len(CHECKS)) as pool:
-        return list(pool.map(lambda check: check(), CHECKS))
+def _name(check: Any) -> str:
+    return check.__name__.removeprefix("check_")
+
+
+def run_checks(checks: tuple[Any, ...] = CHECKS, deadline: float = DEADLINE) -> list[Check]:
+    """Every check, concurrently, so the slowest one sets the time rather than their sum; none waited for past the
+    deadline. A check still running then is reported down, and its thread ends on its own time limit."""
+    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="healthz")
+    futures = [pool.submit(check) for check in checks]
+    wait(futures, timeout=deadline)
+    # Not `with`: leaving that block would wait for a check that hangs.
+    pool.shutdown(wait=False, cancel_futures=True)
+    results = []
+    for check, future in zip(checks, futures, strict=True):
+        if future.done() and not future.cancelled() and future.exception() is None:
+            results.append(future.result())
+        elif future.done() and not future.cancelled():
+            results.append(Check(_name(check), False, type(future.exception()).__name__))
+        else:
+            results.append(Check(_name(check), False, f"no answer within {deadline:g} s"))
+    return results
+
+
+def summary(checks: list[Check], detailed: bool) -> tuple[dict[str, Any], int]:
+    """/healthz's body and status: 200 when every check passed, else 503 naming the checks that failed. Details
+    (what each check saw: database vendor, broker transport, how many workers answered) only when `detailed`."""
+    down = [c.name for c in checks if not c.ok]
+    body: dict[str, Any] = {"status": "ok" if not down else "down", "down": down}
+    if detailed:
+        body["checks"] = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
+    return body, 200 if not down else 503

@@ -1,11 +1,15 @@
 """Rate limits on what an attacker or a runaway script would repeat: sign-in, reveal, filing requests.
 
 Fixed windows counted in the cache (Redis in production, so every web process shares the count). Over the limit,
-a request gets 429 with Retry-After and changes nothing.
+a request gets 429 with Retry-After and changes nothing. When the cache itself fails, the limit fails open: the
+request goes on (sign-in still has django-axes' lockout, kept in the database), and the failure is logged at most
+once a minute and counted, rather than every sign-in, filing and reveal answering 500 while Redis is down.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -19,6 +23,55 @@ from django.shortcuts import render
 from accessreq.audit import client_ip
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+WARN_EVERY_SECONDS = 60.0
+
+logger = logging.getLogger(__name__)
+
+
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    # What a cache backend raises when its server is away: sockets fail with OSError, and redis-py wraps its own
+    # connection and timeout errors in RedisError. Anything else is a programming error and stays one.
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        return errors
+    return (*errors, RedisError)
+
+
+CACHE_ERRORS = _cache_errors()
+
+
+class _Failures:
+    """How often the cache failed a check, and when that was last logged (per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.last_warned = float("-inf")
+
+    def record(self, scope: str, exc: BaseException) -> None:
+        with self.lock:
+            self.count += 1
+            now = time.monotonic()
+            if now - self.last_warned < WARN_EVERY_SECONDS:
+                return
+            self.last_warned = now
+            count = self.count
+        logger.warning(
+            "Rate limit %r not applied: the cache failed with %s (%d failures so far); letting requests through.",
+            scope,
+            type(exc).__name__,
+            count,
+        )
+
+
+_failures = _Failures()
+
+
+def cache_failures() -> int:
+    """How many rate-limit checks this process let through because the cache failed."""
+    return _failures.count
 
 
 class Limited(Exception):
@@ -44,14 +97,22 @@ def check(scope: str, request: HttpRequest) -> None:
     now = time.time()
     window = int(now // period)
     key = f"ratelimit:{scope}:{who}:{window}"
-    cache.add(key, 0, timeout=period + 1)
     try:
-        count = cache.incr(key)
-    except ValueError:  # the key expired between add and incr: this request opens a new window
-        cache.add(key, 1, timeout=period + 1)
-        count = 1
+        count = _count(key, period)
+    except CACHE_ERRORS as exc:
+        _failures.record(scope, exc)
+        return
     if count > limit:
         raise Limited(max(1, int(period - now % period) + 1))
+
+
+def _count(key: str, period: int) -> int:
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the key expired between add and incr: this request opens a new window
+        cache.add(key, 1, timeout=period + 1)
+        return 1
 
 
 def limited_response(request: HttpRequest, exc: Limited) -> HttpResponse:

@@ -51,11 +51,43 @@ SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
 # not also open the vault. Comma-separated: the first encrypts, all decrypt (rotation with MultiFernet).
 PASSWORD_ENCRYPTION_KEYS = envlist("PASSWORD_ENCRYPTION_KEYS", DEV_ENCRYPTION_KEY)
 
+
+def weak_secret_key(key: str) -> bool:
+    """Django's own deploy check (security.W009): fewer than 50 characters or fewer than 5 distinct ones."""
+    return len(key) < 50 or len(set(key)) < 5
+
+
+def invalid_fernet_keys(keys: list[str]) -> list[int]:
+    """Positions (from 1) of the keys Fernet would refuse: each must be 32 url-safe base64-encoded bytes."""
+    from cryptography.fernet import Fernet
+
+    invalid = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            invalid.append(position)
+    return invalid
+
+
 if not DEBUG:
     if SECRET_KEY == DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # A warning from `check --deploy` is easy to miss; a short key signs every session, so refuse to start instead.
+    if weak_secret_key(SECRET_KEY):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is too weak: use at least 50 random characters, e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
     if DEV_ENCRYPTION_KEY in PASSWORD_ENCRYPTION_KEYS:
         raise ImproperlyConfigured("PASSWORD_ENCRYPTION_KEYS must be set when DEBUG is off.")
+    # Otherwise the first password a worker seals would fail, long after the deploy that broke it.
+    if bad := invalid_fernet_keys(PASSWORD_ENCRYPTION_KEYS):
+        raise ImproperlyConfigured(
+            f"PASSWORD_ENCRYPTION_KEYS: key {', '.join(map(str, bad))} is not a Fernet key (32 url-safe base64 "
+            "bytes), e.g. from `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`."
+        )
 
 # Keys for the audit log's MAC chain and anchors (accessreq/audit.py), comma-separated, newest first: the first
 # signs new rows, each still verifies the rows it signed, so a retired key stays listed. Never in the database they
@@ -90,17 +122,26 @@ MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
+    # Early, so no view or other middleware sees a body that is too large or text that cannot be stored; after the
+    # two above, so its refusals still carry the request id and the security headers.
+    "portal.middleware.RequestGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.middleware.NoStoreWhenSignedInMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes requires: it turns a lockout flagged during the request into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# No form or API call of the portal comes near this; anything larger is refused with 413 before it is parsed.
+# Django's own limit is the same, so a body that slips past the middleware (no Content-Length) is refused too.
+MAX_REQUEST_BODY_BYTES = envint("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -129,7 +170,8 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite, with the file readable by its owner alone: it holds sessions and sealed passwords.
+            "ENGINE": "portal.sqlite",
             "NAME": VAR_DIR / "portal.sqlite3",
             "OPTIONS": {
                 # The web server, the worker and beat share one file: WAL lets readers run beside the writer,
@@ -227,6 +269,9 @@ def filesystem_broker(root: Path) -> dict[str, object]:
         "data_folder_out": str(root / "queue"),
         "control_folder": str(root / "control"),
         "store_processed": False,
+        # kombu looks for messages once a second by default, so a /healthz ping and its reply could take two
+        # seconds; a folder listing ten times a second costs little.
+        "polling_interval": 0.1,
     }
 
 
@@ -245,6 +290,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # After a broker reconnect a late-acked task would otherwise run twice in parallel.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Shutdown waits this long for running tasks, then cancels them: being late-acked, they go back to the queue for
+# the next worker. Celery applies it on a cold shutdown; with REMAP_SIGTERM=SIGQUIT in the worker's environment a
+# SIGTERM (docker stop, Kubernetes) is one, so stopping a worker never waits on a task stuck in a slow ARM call.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "20"))
 # Nothing reads task results, and results are one more place a secret could leak.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -293,9 +342,19 @@ PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
 PAGE_SIZE = envint("PAGE_SIZE", 25)
 
 
-# The cache holds rate-limit counters: Redis when configured, so every web process counts together.
+# The cache holds rate-limit counters: Redis when configured, so every web process counts together. A Redis that is
+# down or hung must fail a call in well under a second: the rate limiter then lets the request through
+# (accessreq/ratelimit.py) rather than making every sign-in wait.
+def redis_cache(url: str) -> dict[str, object]:
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.5},
+    }
+
+
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": redis_cache(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 RATE_LIMITS = {

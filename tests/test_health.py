@@ -7,6 +7,7 @@ as the in-thread one of the celery_worker fixture, would otherwise answer the pi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from django.test import Client
 
 from accessreq import health
 from portal.celery import app as celery_app
+from portal.settings import filesystem_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 # Redis has databases 0-15; the last is the one least likely to hold anything else.
@@ -79,17 +81,7 @@ def private_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     environment = {key: value for key, value in os.environ.items() if key not in {"CELERY_BROKER_URL"}}
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         # settings.py puts the filesystem broker under PORTAL_VAR_DIR/broker; so does this app.
-        broker_dir = tmp_path / "broker"
-        for folder in ("queue", "control"):
-            (broker_dir / folder).mkdir(parents=True)
-        app = _app(
-            broker_transport_options={
-                "data_folder_in": str(broker_dir / "queue"),
-                "data_folder_out": str(broker_dir / "queue"),
-                "control_folder": str(broker_dir / "control"),
-                "store_processed": False,
-            }
-        )
+        app = _app(broker_transport_options=filesystem_broker(tmp_path / "broker"))
         environment["PORTAL_VAR_DIR"] = str(tmp_path)
     else:
         url = urlsplit(settings.CELERY_BROKER_URL)._replace(path=f"/{PRIVATE_REDIS_DB}").geturl()
@@ -209,3 +201,122 @@ def test_it_uses_sqlite_and_the_filesystem_broker_by_default() -> None:
     assert connection.vendor == "sqlite"
     with celery_app.connection_for_write() as conn:
         assert conn.transport.driver_type == "filesystem"
+
+
+@pytest.fixture
+def client(db: None) -> Client:
+    """Signed in as staff: anonymous callers of /healthz learn only up or down, and these tests read the details."""
+    from tests.conftest import make_user
+
+    staff = Client()
+    staff.force_login(make_user("stella", is_staff=True))
+    return staff
+
+
+def _sleeps(seconds: float) -> Callable[[], health.Check]:
+    def check_slow() -> health.Check:
+        time.sleep(seconds)
+        return health.Check("slow", True, "answered late")
+
+    return check_slow
+
+
+def check_fine() -> health.Check:
+    return health.Check("fine", True, "HTTP 200")
+
+
+def check_broken() -> health.Check:
+    raise RuntimeError("a check that raised after all")
+
+
+def test_it_reports_a_check_that_hangs_as_down_within_the_deadline() -> None:
+    started = time.monotonic()
+    checks = health.run_checks((check_fine, _sleeps(5), check_broken))
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5
+    assert checks == [
+        health.Check("fine", True, "HTTP 200"),
+        health.Check("slow", False, f"no answer within {health.DEADLINE:g} s"),
+        health.Check("broken", False, "RuntimeError"),
+    ]
+
+
+@pytest.mark.django_db
+def test_it_answers_within_a_second_and_a_half_with_no_worker(acr: object, private_broker: Broker) -> None:
+    # Before each check had a time limit and the run a deadline, this took 2.0 s on the filesystem broker.
+    started = time.monotonic()
+    checks = {c.name: c for c in health.run_checks()}
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5
+    assert checks["workers"].ok is False
+    assert checks["database"].ok and checks["broker"].ok and checks["acr"].ok
+
+
+@pytest.mark.django_db
+def test_it_answers_within_a_second_and_a_half_with_the_broker_down(acr: object, monkeypatch) -> None:
+    # Before: 6.1 s, retrying a Redis broker that refused every connection.
+    with _app(broker_url=f"redis://127.0.0.1:{_closed_port()}/0") as app:
+        monkeypatch.setattr(health, "celery_app", app)
+        started = time.monotonic()
+        body, status = health.summary(health.run_checks(), detailed=False)
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5
+    assert status == 503
+    assert {"broker", "workers"} <= set(body["down"])
+
+
+def test_it_tells_anonymous_callers_up_or_down_and_staff_the_details() -> None:
+    checks = [
+        health.Check("database", True, "postgresql"),
+        health.Check("broker", True, "redis"),
+        health.Check("workers", False, "no worker answered a ping"),
+        health.Check("acr", True, "HTTP 200"),
+    ]
+
+    body, status = health.summary(checks, detailed=False)
+    assert status == 503
+    assert body == {"status": "down", "down": ["workers"]}
+
+    body, status = health.summary(checks, detailed=True)
+    assert status == 503
+    assert body["checks"]["database"] == {"ok": True, "detail": "postgresql"}
+    assert body["checks"]["workers"] == {"ok": False, "detail": "no worker answered a ping"}
+
+    body, status = health.summary([c for c in checks if c.ok], detailed=False)
+    assert (body, status) == ({"status": "ok", "down": []}, 200)
+
+
+@pytest.mark.xfail(strict=True, reason="views.healthz does not call health.summary yet")
+@pytest.mark.django_db
+def test_it_names_no_vendor_to_anonymous_callers(acr: object, private_broker: Broker) -> None:
+    response = Client().get("/healthz")
+    assert set(response.json()) == {"status", "down"}
+    assert b"sqlite" not in response.content and b"filesystem" not in response.content
+
+
+def test_it_prunes_control_messages_nobody_will_read(tmp_path: Path) -> None:
+    from portal.broker import prune_stale_control_messages
+
+    layout = filesystem_broker(tmp_path)
+    queue, control = Path(layout["data_folder_in"]), Path(layout["control_folder"])
+    bindings = [["", "", "dead@host.celery.pidbox"], ["", "", "alive@host.celery.pidbox"]]
+    (control / "celery.pidbox.exchange").write_text(json.dumps(bindings))
+    old = time.time() - 600
+    files = {
+        "dead": queue / "1_a.dead@host.celery.pidbox.msg",
+        "late_reply": queue / "2_b.0f1e2d3c-aaaa.reply.celery.pidbox.msg",
+        "fresh": queue / "3_c.alive@host.celery.pidbox.msg",
+        "task": queue / "4_d.celery.msg",
+    }
+    for name, path in files.items():
+        path.write_text("{}")
+        if name != "fresh":
+            os.utime(path, (old, old))
+
+    assert prune_stale_control_messages(queue, control, older_than=300) == 2
+
+    assert sorted(p.name for p in queue.iterdir()) == sorted([files["fresh"].name, files["task"].name])
+    assert json.loads((control / "celery.pidbox.exchange").read_text()) == [["", "", "alive@host.celery.pidbox"]]

@@ -159,3 +159,51 @@ def test_it_reads_the_database_url_from_a_file(tmp_path: Path) -> None:
     result = _settings("DATABASES['default']['HOST']", DATABASE_URL_FILE=str(url_file))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "db.example.com"
+
+
+def test_it_refuses_a_weak_secret_key_in_production() -> None:
+    for weak in ["short-but-random-Xk3f9", "ab" * 40]:  # under 50 characters; under 5 distinct ones
+        result = _settings("DEBUG", **_production(SECRET_KEY=weak))
+        assert result.returncode != 0
+        assert "ImproperlyConfigured: SECRET_KEY is too weak" in result.stderr
+
+
+def test_it_refuses_an_encryption_key_that_is_not_a_fernet_key_in_production() -> None:
+    keys = f"{Fernet.generate_key().decode()},not-a-fernet-key"
+    result = _settings("DEBUG", **_production(PASSWORD_ENCRYPTION_KEYS=keys))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: PASSWORD_ENCRYPTION_KEYS: key 2 is not a Fernet key" in result.stderr
+
+
+def test_it_makes_the_sqlite_database_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    environment = _clean_environment(PORTAL_VAR_DIR=str(tmp_path))
+
+    def write(statement: str) -> None:
+        code = "import django; django.setup(); from django.db import connection; "
+        code += f"connection.cursor().execute({statement!r})"
+        # A permissive umask, as a service manager may leave it: the file must be private all the same.
+        result = subprocess.run(
+            ["sh", "-c", 'umask 022 && exec "$0" -c "$1"', sys.executable, code],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+
+    write("CREATE TABLE t (x)")
+    database = tmp_path / "portal.sqlite3"
+    for path in [database, *tmp_path.glob("portal.sqlite3-*")]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600), path.name
+
+    # One made earlier, world-readable, is tightened on the next connection.
+    database.chmod(0o644)
+    write("INSERT INTO t VALUES (1)")
+    assert oct(database.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_it_bounds_a_worker_shutdown() -> None:
+    result = _settings("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT")
+    assert result.returncode == 0, result.stderr
+    assert 0 < float(result.stdout) <= 60

@@ -1,0 +1,68 @@
+"""Housekeeping for kombu's filesystem broker, which unlike Redis or RabbitMQ never expires anything on its own.
+
+Celery's remote control (the pings behind /healthz) writes one message file per worker mailbox bound to the
+broadcast exchange, and a reply file per answer. A worker that dies keeps its binding, so every later ping leaves a
+file that nobody will read; a reply that comes after its pinger gave up is never read either. Celery gives control
+messages a time to live (control_queue_ttl, 300 s) that AMQP enforces; this enforces it here, and unbinds mailboxes
+whose messages went unread that long: a live worker, prefork or threads, reads its mailbox within a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+CONTROL_SUFFIX = ".pidbox.msg"
+BROADCAST_EXCHANGE = "celery.pidbox.exchange"
+
+
+def prune_stale_control_messages(queue_folder: Path, control_folder: Path, older_than: float) -> int:
+    """Delete control messages older than `older_than` seconds and unbind the mailboxes they were left for.
+    Returns how many files were deleted. Task messages are never touched."""
+    cutoff = time.time() - older_than
+    removed = 0
+    dead_mailboxes: set[str] = set()
+    try:
+        entries = list(os.scandir(queue_folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not entry.name.endswith(CONTROL_SUFFIX):
+            continue
+        try:
+            if entry.stat().st_mtime >= cutoff:
+                continue
+            os.remove(entry.path)
+        except FileNotFoundError:
+            continue  # read by its worker meanwhile
+        removed += 1
+        # "<ms>_<uuid>.<queue>.msg": the queue is a worker's mailbox ("<node>.celery.pidbox") or a reply queue.
+        queue = entry.name.partition(".")[2].removesuffix(".msg")
+        if not queue.endswith(".reply.celery.pidbox"):
+            dead_mailboxes.add(queue)
+    if dead_mailboxes:
+        _unbind(control_folder / BROADCAST_EXCHANGE, dead_mailboxes)
+    return removed
+
+
+def _unbind(exchange_file: Path, queues: set[str]) -> None:
+    # kombu's own format ([routing_key, pattern, queue] rows) and lock (flock), so a worker binding at the same
+    # moment waits for this and does not lose its row.
+    try:
+        handle = exchange_file.open("rb+", buffering=0)
+    except FileNotFoundError:
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            rows = json.loads(handle.read() or b"[]")
+            kept = [row for row in rows if row[2] not in queues]
+            if len(kept) != len(rows):
+                handle.seek(0)
+                handle.write(json.dumps(kept).encode())
+                handle.truncate()
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

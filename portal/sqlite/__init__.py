@@ -1,0 +1,1 @@
+"""Django's SQLite backend, keeping the database file readable by its owner alone (see base.py)."""
