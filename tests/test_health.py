@@ -289,7 +289,6 @@ def test_it_tells_anonymous_callers_up_or_down_and_staff_the_details() -> None:
     assert (body, status) == ({"status": "ok", "down": []}, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="views.healthz does not call health.summary yet")
 @pytest.mark.django_db
 def test_it_names_no_vendor_to_anonymous_callers(acr: object, private_broker: Broker) -> None:
     response = Client().get("/healthz")

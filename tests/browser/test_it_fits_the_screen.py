@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from django.test import Client
 
-from accessreq import lifecycle, provisioning
+from accessreq import reconcile, slots
 from accessreq.models import PasswordSlot, SlotStatus, Token
 from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
 
@@ -71,7 +71,7 @@ def rotating_token(ready_request: object, requester: object, approver: object, a
     assert alice.post("/api-keys/", {"name": "deploy-pipeline", "days": "30"}).status_code == 200
     alice.post("/requests/new", request_data(registry, **{"rules-0-repository": "myapp/a-rather-long-repository/name"}))
     _handmade_token(acr, "legacy-puller-from-the-old-build-farm", ["repositories/legacy/app/content/read"])
-    lifecycle.reconcile(registry)  # type: ignore[arg-type]
+    reconcile.reconcile(registry)  # type: ignore[arg-type]
     return token
 
 
@@ -105,7 +105,7 @@ def _visit_all(page: Page, token: Token, request_pk: int, check: object) -> dict
     pages = ["/", "/requests/", f"/requests/{request_pk}/", "/requests/new", "/tokens/", f"/tokens/{token.pk}/"]
     found |= check(page, [*pages, "/api-keys/"])  # type: ignore[operator]
     # The new password is generated: a Reveal button takes the place of "being generated…".
-    provisioning.generate_slot(PasswordSlot.objects.get(token=token, status=SlotStatus.GENERATING).pk)
+    slots.generate_slot(PasswordSlot.objects.get(token=token, status=SlotStatus.GENERATING).pk)
     found |= {f"{k} (to reveal)": v for k, v in check(page, [f"/tokens/{token.pk}/"]).items()}  # type: ignore[operator]
     # The page that shows the password once, with its long commands; and a page that is not there.
     page.get_by_role("button", name="Reveal password2").click()
