@@ -4,14 +4,26 @@ emu = start_emulator(lro_polls=1, page_size=50)
 client = make_client(emu.url)
 ...
 emu.stop()
+
+With a real Distribution registry beside it (needs the docker-registry package):
+
+with start_data_plane(tmp_path) as dp:
+    dp.login_server  # "127.0.0.1:PORT": the loginServer of registries created from now on
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acr_emulator.distribution import Distribution, free_port
 from acr_emulator.faults import Fault
 from acr_emulator.server import EmulatorServer, serve_in_thread
 from acr_emulator.state import State
@@ -76,6 +88,22 @@ class Emulator:
     def configure(self, lro_polls: int | None = None, page_size: int | None = None) -> None:
         self._server.configure(lro_polls=lro_polls, page_size=page_size)
 
+    def set_data_plane(self, address: str | None, registry: str | None = None) -> None:
+        """Report `address` as the loginServer of the next registry created (or of `registry`), and answer
+        token requests for it; reset() goes back to the start-up data plane."""
+        self._server.set_data_plane(address, registry)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """The token server's signing certificate, a registry's rootcertbundle."""
+        return self._server.signing_key.certificate_pem
+
+    def events(self, table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The data plane's events, as GET /_emulator/events answers them: {table name: rows, oldest first}."""
+        query = f"?{urllib.parse.urlencode({'table': table})}" if table else ""
+        with urllib.request.urlopen(f"{self.url}/_emulator/events{query}", timeout=10) as response:
+            return dict(json.load(response))
+
     def stop(self) -> None:
         if self._thread is not None:
             self._server.shutdown()
@@ -95,10 +123,80 @@ def start_emulator(
     page_size: int = 50,
     state_file: str | Path | None = None,
     port: int = 0,
+    data_plane: str | None = None,
 ) -> Emulator:
     """Serve on 127.0.0.1 (a free port unless `port` is given) from a daemon thread."""
-    server = EmulatorServer(("127.0.0.1", port), lro_polls=lro_polls, page_size=page_size, state_file=state_file)
+    server = EmulatorServer(
+        ("127.0.0.1", port), lro_polls=lro_polls, page_size=page_size, state_file=state_file, data_plane=data_plane
+    )
     return Emulator(server)
+
+
+class DataPlane:
+    """An emulator and the Distribution registry it serves as a data plane, started together."""
+
+    def __init__(self, emulator: Emulator, registry: Distribution) -> None:
+        self.emulator = emulator
+        self.registry = registry
+
+    @property
+    def login_server(self) -> str:
+        """HOST:PORT of the registry, which registries created in the emulator report as their loginServer."""
+        return self.registry.address
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.emulator.url}/oauth2/token"
+
+    def reset(self) -> None:
+        """A fresh emulator (no registries, tokens or events) still serving this data plane. Images already
+        pushed stay in the registry's storage: use repository names of your own per test."""
+        self.emulator.reset()
+
+    def events(self, table: str) -> list[dict[str, Any]]:
+        return self.emulator.events(table)[table]
+
+    def wait_for_event(
+        self, table: str, matches: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The first row of `table` that `matches`, waiting for it: the registry posts its notifications
+        asynchronously, shortly after answering the client."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((row for row in self.events(table) if matches(row)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching {table} row within {timeout}s: {self.events(table)}")
+            time.sleep(0.1)
+
+
+@contextmanager
+def start_data_plane(
+    var_dir: str | Path, *, lro_polls: int = 1, page_size: int = 50, registry_port: int = 0
+) -> Iterator[DataPlane]:
+    """The emulator in a thread and `docker-registry serve` beside it, storing images under `var_dir`.
+
+    Registries created in the emulator report the registry's HOST:PORT as their loginServer; its token realm is
+    the emulator's /oauth2/token and its notifications go to the emulator's events. Raises
+    distribution.DistributionError when docker-registry is not installed or does not come up.
+    """
+    address = f"127.0.0.1:{registry_port or free_port()}"
+    emulator = start_emulator(lro_polls=lro_polls, page_size=page_size, data_plane=address)
+    try:
+        registry = Distribution(
+            Path(var_dir),
+            port=int(address.rsplit(":", 1)[1]),
+            emulator_url=emulator.url,
+            certificate_pem=emulator.certificate_pem,
+        )
+        registry.start()
+        try:
+            yield DataPlane(emulator, registry)
+        finally:
+            registry.stop()
+    finally:
+        emulator.stop()
 
 
 def make_client(
@@ -135,3 +233,52 @@ def make_client(
         polling_interval=polling_interval,
         **kwargs,
     )
+
+
+def write_oci_image(directory: str | Path, tag: str = "v1", content: bytes = b"hello from acr-emulator\n") -> str:
+    """Write a tiny single-layer image as an OCI image layout at `directory` (for `skopeo copy oci:DIR:TAG ...`);
+    returns its manifest digest. The layer is a gzipped tar holding one file, `hello.txt`, with `content`, so
+    different contents make different images."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    root = Path(directory)
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob(data: bytes, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mode, info.mtime = len(content), 0o644, 0
+        tar.addfile(info, io.BytesIO(content))
+    uncompressed = tar_bytes.getvalue()
+    layer = blob(gzip.compress(uncompressed, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/hello.txt"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(uncompressed).hexdigest()}"]},
+    }
+    config_blob = blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_blob,
+        "layers": [layer],
+    }
+    manifest_blob = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    index_path = root / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    index["manifests"] = [
+        m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+    ] + [{**manifest_blob, "annotations": {"org.opencontainers.image.ref.name": tag}}]
+    index_path.write_text(json.dumps(index))
+    (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return str(manifest_blob["digest"])
