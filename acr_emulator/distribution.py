@@ -17,8 +17,10 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +41,17 @@ def find_binary() -> str | None:
         if found:
             return found
     return None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the process that started us dies, so a test run or
+    emulator killed outright leaves no registry behind. (Linux ties this to the starting *thread*: start the registry
+    from a thread that lives as long as it should.)"""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -148,6 +161,7 @@ class Distribution:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 # The starter's process group: whatever stops that group (the demo, a terminal) stops it too.
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         finally:
             log_file.close()
