@@ -119,15 +119,24 @@ def test_it_refuses_a_wrong_password(registry: Registry, skopeo: Skopeo) -> None
     assert result.denied, result.output
 
 
-def test_it_refuses_an_expired_password_and_takes_the_other_slot(registry: Registry, skopeo: Skopeo) -> None:
-    expiry = datetime.now(UTC) + timedelta(seconds=3)
+def test_it_refuses_a_password_once_it_expires_and_takes_the_other_slot(registry: Registry, skopeo: Skopeo) -> None:
+    # Six seconds: room for the push under a loaded CI machine, short enough to wait out.
+    expiry = datetime.now(UTC) + timedelta(seconds=6)
     soon_expired = registry.token("rotating", _content("expiry/app"), expiry=expiry)
-    assert skopeo.push("expiry/app", "rotating", soon_expired).ok
+    pushed = skopeo.push("expiry/app", "rotating", soon_expired)
+    assert pushed.ok, pushed.output
+    assert datetime.now(UTC) < expiry
     current = registry.password("rotating", "password2")
     time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 0.5)
     refused = skopeo.pull("expiry/app", "rotating", soon_expired)
     assert refused.denied, refused.output
     assert skopeo.pull("expiry/app", "rotating", current).ok
+
+
+def test_it_refuses_a_password_that_expired_before_it_was_used(registry: Registry, skopeo: Skopeo) -> None:
+    expired = registry.token("stale", _content("expired/app"), expiry=datetime.now(UTC) - timedelta(minutes=1))
+    refused = skopeo.push("expired/app", "stale", expired)
+    assert refused.denied, refused.output
 
 
 def test_it_refuses_a_disabled_token_within_seconds(registry: Registry, skopeo: Skopeo) -> None:
