@@ -120,14 +120,17 @@ def _challenge(login_server: str, timeout: float) -> tuple[str, str]:
     except (urllib.error.URLError, OSError) as exc:
         raise _Transient(f"{url}: {type(getattr(exc, 'reason', exc)).__name__}") from exc
     kind, _, params = header.partition(" ")
-    fields = dict(urllib.request.parse_keqv_list(urllib.request.parse_http_list(params)))
+    try:
+        fields = dict(urllib.request.parse_keqv_list(urllib.request.parse_http_list(params)))
+    except ValueError:
+        fields = {}
     realm, service = fields.get("realm", ""), fields.get("service", login_server)
     if kind.lower() != "bearer" or not realm:
         raise _Failed(f"{url} does not use token authentication (WWW-Authenticate: {header!r})")
     realm_url = urllib.parse.urlsplit(realm)
     # The password goes where the realm says: never in clear over the internet, nor to a host other than the
     # registry's own when the registry is reached over https (Azure's realm is https://<login server>/oauth2/token).
-    if scheme == "https" and (realm_url.scheme != "https" or realm_url.hostname != login_server.split(":")[0]):
+    if scheme == "https" and (realm_url.scheme != "https" or realm_url.hostname != login_server.split(":")[0].lower()):
         raise _Failed(f"{url} names a token realm off the registry's own host: {realm}")
     return realm, service
 
