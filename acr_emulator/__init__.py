@@ -1,5 +1,6 @@
-"""A local, standard-library-only emulator of the Azure Resource Manager API for Microsoft.ContainerRegistry
-registries, scope maps and tokens, so the real azure-mgmt-containerregistry SDK can run offline.
+"""A local emulator of the Azure Resource Manager API for Microsoft.ContainerRegistry registries, scope maps and
+tokens, so the real azure-mgmt-containerregistry SDK can run offline; and of a registry's data plane: the token
+server, a real Distribution registry beside it, and their events.
 
 See README.md in this package; `acr_emulator.testing` is the in-process entry point for tests.
 """

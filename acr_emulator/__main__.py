@@ -1,7 +1,8 @@
 """Command line:
 
 python -m acr_emulator --host 127.0.0.1 --port 8765 [--state FILE] [--lro-polls N] [--page-size N]
-    [--fault SPEC ...]
+    [--fault SPEC ...] [--registry-port PORT [--registry-dir DIR]] [--data-plane HOST:PORT]
+    [--data-plane-registry NAME] [--token-lifetime SECONDS]
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import argparse
 import logging
 import signal
 import sys
+import tempfile
 import types
+from pathlib import Path
 
+from acr_emulator.distribution import Distribution, DistributionError
 from acr_emulator.faults import Fault
 from acr_emulator.server import EmulatorServer
+from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +46,42 @@ def main(argv: list[str] | None = None) -> int:
         help='inject a fault, e.g. "count=2,status=429,retry_after=1,operation=tokens.create" '
         "or the same as JSON; repeatable",
     )
+    parser.add_argument(
+        "--registry-port",
+        type=int,
+        metavar="PORT",
+        help="start a Distribution registry (docker-registry) on HOST:PORT as the data plane",
+    )
+    parser.add_argument(
+        "--registry-dir",
+        metavar="DIR",
+        help="the registry's config and image storage (default: beside --state, else a temporary directory)",
+    )
+    parser.add_argument(
+        "--data-plane",
+        metavar="HOST:PORT",
+        help="a data plane already running there (implied by --registry-port): registries created from now on "
+        "report it as their loginServer",
+    )
+    parser.add_argument(
+        "--data-plane-registry",
+        metavar="NAME",
+        help="serve this registry (existing or yet to come) on the data plane, rather than the next one created",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=DEFAULT_TOKEN_LIFETIME,
+        metavar="SECONDS",
+        help=f"lifetime of the token server's JWTs (default {DEFAULT_TOKEN_LIFETIME})",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     if args.lro_polls < 0 or args.page_size < 1:
         parser.error("--lro-polls must be >= 0 and --page-size >= 1")
+    if args.registry_port is not None and args.data_plane is not None:
+        parser.error("--registry-port starts the data plane itself; give --data-plane only for one running elsewhere")
+    data_plane = f"{args.host}:{args.registry_port}" if args.registry_port is not None else args.data_plane
     try:
         faults = [Fault.parse_spec(spec) for spec in args.fault]
     except ValueError as exc:
@@ -52,10 +89,38 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = EmulatorServer(
-        (args.host, args.port), lro_polls=args.lro_polls, page_size=args.page_size, state_file=args.state
+        (args.host, args.port),
+        lro_polls=args.lro_polls,
+        page_size=args.page_size,
+        state_file=args.state,
+        data_plane=data_plane,
+        data_plane_registry=args.data_plane_registry,
+        token_lifetime=args.token_lifetime,
     )
     for fault in faults:
         server.faults.add(fault)
+    registry = None
+    if args.registry_port is not None:
+        if args.registry_dir:
+            registry_dir = Path(args.registry_dir)
+        elif args.state:
+            registry_dir = Path(args.state).parent / f"{Path(args.state).stem}-registry"
+        else:
+            registry_dir = Path(tempfile.mkdtemp(prefix="acr-emulator-registry-"))
+        registry = Distribution(
+            registry_dir,
+            host=args.host,
+            port=args.registry_port,
+            emulator_url=server.url,
+            certificate_pem=server.signing_key.certificate_pem,
+        )
+        try:
+            registry.start()
+        except DistributionError as exc:
+            server.server_close()
+            print(f"acr-emulator: the registry did not start: {exc}", file=sys.stderr)
+            return 1
+        print(f"acr-emulator data plane (Distribution) at {registry.url}, log {registry.log_path}", flush=True)
 
     def stop(signum: int, frame: types.FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -68,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if registry is not None:
+            registry.stop()
         server.server_close()
     return 0
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acr_emulator import names
+from acr_emulator.dataplane import DataPlaneConfig
 from acr_emulator.state import (
     Operation,
     PasswordSlot,
@@ -74,6 +75,8 @@ class Request:
     body: bytes
     base_url: str  # scheme://host[:port] as the client reached us, for absolute URLs we hand out
     lro_fail: bool = False
+    raw_query: str = ""  # for parameters that may repeat (a token request's scope)
+    client_address: str = ""
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Api:
         self.state = state
         self.lro_polls = lro_polls
         self.page_size = page_size
+        self.data_plane = DataPlaneConfig()
         # Set by anything that changes state, so the server knows when to write the state file.
         self.dirty = False
 
@@ -288,8 +292,7 @@ class Api:
 
     # ---- JSON shapes -------------------------------------------------------------------------------
 
-    @staticmethod
-    def registry_json(registry: Registry) -> dict[str, Any]:
+    def registry_json(self, registry: Registry) -> dict[str, Any]:
         return {
             "id": registry.id,
             "name": registry.name,
@@ -298,7 +301,7 @@ class Api:
             "tags": dict(registry.tags),
             "sku": {"name": registry.sku, "tier": registry.sku},
             "properties": {
-                "loginServer": f"{registry.name.lower()}.azurecr.io",
+                "loginServer": self.data_plane.login_server(registry),
                 "creationDate": registry.creation_date,
                 "provisioningState": registry.provisioning_state,
                 "adminUserEnabled": registry.admin_user_enabled,
@@ -431,6 +434,7 @@ class Api:
             scope_maps=system_scope_maps(now),
         )
         self.state.registries[reg.lower()] = registry
+        self.data_plane.claim(self.state, registry)
         self.dirty = True
         if req.lro_fail:
             op = self._start("Creating", "Failed", ["registry", reg.lower(), ""])

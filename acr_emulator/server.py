@@ -1,5 +1,9 @@
 """The HTTP side: a threading HTTP/1.1 server, bearer check, api-version check, faults, request log,
-the `/_emulator/` admin endpoints and state-file persistence."""
+the `/_emulator/` admin endpoints and state-file persistence.
+
+Besides the ARM API (`api.py`), the one server routes each other service's own table: the token server
+(`tokenserver.py`) and the data plane's events (`events.py`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,20 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from acr_emulator.api import API_VERSION, Api, ArmError, Request, Response, Route
+from acr_emulator.dataplane import DataPlaneConfig
+from acr_emulator.events import RegistryEvents
 from acr_emulator.faults import STATUS_CODES, Fault, FaultBook
 from acr_emulator.state import State
+from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME, SigningKey, TokenServer
+
+ServiceHandler = Callable[[Request], Response]
 
 log = logging.getLogger("acr_emulator")
 
@@ -41,6 +51,9 @@ class EmulatorServer(ThreadingHTTPServer):
         lro_polls: int = 1,
         page_size: int = 50,
         state_file: str | Path | None = None,
+        data_plane: str | None = None,
+        data_plane_registry: str | None = None,
+        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.state = State()
         self.state_file = Path(state_file) if state_file else None
@@ -48,10 +61,49 @@ class EmulatorServer(ThreadingHTTPServer):
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.state.load(self.state_file)
         self.api = Api(self.state, lro_polls=lro_polls, page_size=page_size)
-        self.defaults = {"lro_polls": lro_polls, "page_size": page_size}
+        self.defaults: dict[str, Any] = {
+            "lro_polls": lro_polls,
+            "page_size": page_size,
+            "data_plane": data_plane,
+            "data_plane_registry": data_plane_registry,
+        }
         self.faults = FaultBook()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=MAX_LOGGED_REQUESTS)
+        # The token server's signing key lives beside the state file, so a restarted emulator keeps it.
+        key_dir = self.state_file.parent / f"{self.state_file.stem}-tokenserver" if self.state_file else None
+        self.signing_key = SigningKey(key_dir)
+        self.token_server = TokenServer(
+            self.state, self.api.data_plane, self.signing_key, self._changed, token_lifetime=token_lifetime
+        )
+        self.events = RegistryEvents(self.state, self.api.data_plane, self._changed)
+        self.service_routes: dict[tuple[str, str], ServiceHandler] = {}
+        for service in (self.token_server, self.events):
+            self.service_routes.update(service.routes)
+        self.set_data_plane(data_plane, data_plane_registry)
         super().__init__(address, EmulatorHandler)
+
+    @property
+    def data_plane(self) -> DataPlaneConfig:
+        return self.api.data_plane
+
+    def set_data_plane(self, address: str | None, registry: str | None = None) -> None:
+        """Serve a data plane at `address` ("HOST:PORT"): for `registry` if named (marked now if it exists),
+        else for the next registry created. None stops reporting any registry's data plane."""
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ValueError("data_plane must be HOST:PORT")
+        if registry is not None and not isinstance(registry, str):
+            raise ValueError("data_plane_registry must be a registry name")
+        with self.state.lock:
+            self.api.data_plane.address = address.strip() if address else None
+            self.api.data_plane.registry = registry
+            if self.api.data_plane.apply(self.state):
+                self.persist(force=True)
+
+    def data_plane_config(self) -> dict[str, Any]:
+        return {"data_plane": self.data_plane.address, "data_plane_registry": self.data_plane.registry}
+
+    def _changed(self) -> None:
+        self.api.dirty = True
 
     @property
     def url(self) -> str:
@@ -69,10 +121,11 @@ class EmulatorServer(ThreadingHTTPServer):
             self.api.page_size = page_size
 
     def reset(self) -> None:
-        """Back to a fresh start: no registries, operations, faults or logged requests, start-up config."""
+        """Back to a fresh start: no registries, operations, events, faults or logged requests, start-up config."""
         with self.state.lock:
             self.state.clear()
-            self.configure(**self.defaults)
+            self.configure(lro_polls=self.defaults["lro_polls"], page_size=self.defaults["page_size"])
+            self.set_data_plane(self.defaults["data_plane"], self.defaults["data_plane_registry"])
             self.faults.clear()
             self.request_log.clear()
             self.persist(force=True)
@@ -121,6 +174,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self._service(path, parsed.query, query, body, started):
+            return
         if path.startswith("/_emulator/") or path == "/_emulator":
             response = self._admin(path, body)
             self._send(response)
@@ -170,6 +225,37 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             self._drop()
         else:
             self._send(response)
+
+    def _service(self, path: str, raw_query: str, query: dict[str, str], body: bytes, started: float) -> bool:
+        """Answer from another service's routes table (token server, events); False when none has the path."""
+        routes = self.server.service_routes
+        handler = routes.get((self.command, path.rstrip("/") or "/"))
+        if handler is None:
+            if not any(p == path.rstrip("/") for _, p in routes):
+                return False
+            response = Response(405, {"errors": [{"code": "UNSUPPORTED", "message": f"{self.command} not allowed"}]})
+        else:
+            host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+            request = Request(
+                method=self.command,
+                path=path,
+                query=query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                base_url=f"http://{host}",
+                raw_query=raw_query,
+                client_address=str(self.client_address[0]),
+            )
+            try:
+                response = handler(request)
+                with self.server.state.lock:
+                    self.server.persist()
+            except Exception:
+                log.exception("unhandled error for %s %s", self.command, path)
+                response = Response(500, {"errors": [{"code": "UNKNOWN", "message": "Emulator error."}]})
+        self._send(response)
+        log.info("%s %s %d %.1fms", self.command, path, response.status, (time.monotonic() - started) * 1000)
+        return True
 
     def _front_door(self, request: Request, route: Route | None) -> Route:
         """Checks ARM makes before a resource provider sees the call, then any injected fault."""
@@ -240,18 +326,28 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 server.reset()
                 return Response(204)
             if route == ("GET", "/_emulator/config"):
-                return Response(200, {"lro_polls": server.api.lro_polls, "page_size": server.api.page_size})
+                return Response(200, self._config())
             if route == ("POST", "/_emulator/config"):
-                unknown = set(data) - {"lro_polls", "page_size"}
+                unknown = set(data) - {"lro_polls", "page_size", "data_plane", "data_plane_registry"}
                 if unknown:
                     raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
-                server.configure(**data)
-                return Response(200, {"lro_polls": server.api.lro_polls, "page_size": server.api.page_size})
+                server.configure(lro_polls=data.get("lro_polls"), page_size=data.get("page_size"))
+                if "data_plane" in data or "data_plane_registry" in data:
+                    current = server.data_plane_config()
+                    server.set_data_plane(
+                        data.get("data_plane", current["data_plane"]),
+                        data.get("data_plane_registry", current["data_plane_registry"]),
+                    )
+                return Response(200, self._config())
             if route == ("GET", "/_emulator/state"):
                 return Response(200, server.state.to_dict())
         except (ValueError, TypeError) as exc:
             return Response(400, {"error": {"code": "InvalidRequest", "message": str(exc)}})
         return Response(404, {"error": {"code": "NotFound", "message": f"No admin endpoint {self.command} {path}."}})
+
+    def _config(self) -> dict[str, Any]:
+        server = self.server
+        return {"lro_polls": server.api.lro_polls, "page_size": server.api.page_size, **server.data_plane_config()}
 
     def _send(self, response: Response) -> None:
         payload = b"" if response.body is None else json.dumps(response.body).encode()

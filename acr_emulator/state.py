@@ -11,6 +11,7 @@ import re
 import secrets
 import tempfile
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +117,9 @@ class Registry:
     pending_operation: str | None = None
     scope_maps: dict[str, ScopeMap] = field(default_factory=dict)
     tokens: dict[str, Token] = field(default_factory=dict)
+    # The data-plane address ("127.0.0.1:5000") this registry was created to be served at, if any; see
+    # acr_emulator/dataplane.py for when it is reported as the login server.
+    data_plane: str | None = None
 
     @property
     def id(self) -> str:
@@ -181,19 +185,34 @@ def system_scope_maps(created: str) -> dict[str, ScopeMap]:
     }
 
 
+# Log tables the data plane writes, named after ACR's Log Analytics tables; each keeps its newest rows only.
+EVENT_TABLES = ("ContainerRegistryLoginEvents", "ContainerRegistryRepositoryEvents")
+MAX_EVENTS_PER_TABLE = 5_000
+
+
 class State:
-    """Every registry (keyed by lowercased name: registry names are global, like their DNS names)
-    and every pending operation. Hold `lock` while reading or changing anything."""
+    """Every registry (keyed by lowercased name: registry names are global, like their DNS names),
+    every pending operation and the data plane's recent events. Hold `lock` while reading or changing anything."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.registries: dict[str, Registry] = {}
         self.operations: dict[str, Operation] = {}
+        self.events: dict[str, deque[dict[str, Any]]] = {
+            table: deque(maxlen=MAX_EVENTS_PER_TABLE) for table in EVENT_TABLES
+        }
 
     def clear(self) -> None:
         with self.lock:
             self.registries.clear()
             self.operations.clear()
+            for rows in self.events.values():
+                rows.clear()
+
+    def record_event(self, table: str, row: dict[str, Any]) -> None:
+        """Append a row to one of EVENT_TABLES; the oldest row goes once the table is full."""
+        with self.lock:
+            self.events[table].append(row)
 
     def to_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -201,6 +220,7 @@ class State:
                 "version": 1,
                 "registries": [dataclasses.asdict(r) for r in self.registries.values()],
                 "operations": [dataclasses.asdict(o) for o in self.operations.values()],
+                "events": {table: list(rows) for table, rows in self.events.items()},
             }
 
     def load_dict(self, data: dict[str, Any]) -> None:
@@ -216,6 +236,9 @@ class State:
                 self.registries[registry.name.lower()] = registry
             for raw in data.get("operations", []):
                 self.operations[raw["id"]] = Operation(**raw)
+            for table, rows in (data.get("events") or {}).items():
+                if table in self.events:
+                    self.events[table].extend(rows)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically, so a crash mid-write never leaves a half file behind."""

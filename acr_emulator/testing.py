@@ -4,17 +4,32 @@ emu = start_emulator(lro_polls=1, page_size=50)
 client = make_client(emu.url)
 ...
 emu.stop()
+
+With a real Distribution registry beside it (needs the docker-registry package):
+
+with start_data_plane(tmp_path) as dp:
+    dp.login_server  # "127.0.0.1:PORT": the loginServer of registries created from now on
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acr_emulator.distribution import Distribution, free_port
 from acr_emulator.faults import Fault
+from acr_emulator.ociimage import write_oci_image
 from acr_emulator.server import EmulatorServer, serve_in_thread
 from acr_emulator.state import State
+
+__all__ = ["DataPlane", "Emulator", "make_client", "start_data_plane", "start_emulator", "write_oci_image"]
 
 if TYPE_CHECKING:
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
@@ -76,6 +91,22 @@ class Emulator:
     def configure(self, lro_polls: int | None = None, page_size: int | None = None) -> None:
         self._server.configure(lro_polls=lro_polls, page_size=page_size)
 
+    def set_data_plane(self, address: str | None, registry: str | None = None) -> None:
+        """Report `address` as the loginServer of the next registry created (or of `registry`), and answer
+        token requests for it; reset() goes back to the start-up data plane."""
+        self._server.set_data_plane(address, registry)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """The token server's signing certificate, a registry's rootcertbundle."""
+        return self._server.signing_key.certificate_pem
+
+    def events(self, table: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The data plane's events, as GET /_emulator/events answers them: {table name: rows, oldest first}."""
+        query = f"?{urllib.parse.urlencode({'table': table})}" if table else ""
+        with urllib.request.urlopen(f"{self.url}/_emulator/events{query}", timeout=10) as response:
+            return dict(json.load(response))
+
     def stop(self) -> None:
         if self._thread is not None:
             self._server.shutdown()
@@ -95,10 +126,80 @@ def start_emulator(
     page_size: int = 50,
     state_file: str | Path | None = None,
     port: int = 0,
+    data_plane: str | None = None,
 ) -> Emulator:
     """Serve on 127.0.0.1 (a free port unless `port` is given) from a daemon thread."""
-    server = EmulatorServer(("127.0.0.1", port), lro_polls=lro_polls, page_size=page_size, state_file=state_file)
+    server = EmulatorServer(
+        ("127.0.0.1", port), lro_polls=lro_polls, page_size=page_size, state_file=state_file, data_plane=data_plane
+    )
     return Emulator(server)
+
+
+class DataPlane:
+    """An emulator and the Distribution registry it serves as a data plane, started together."""
+
+    def __init__(self, emulator: Emulator, registry: Distribution) -> None:
+        self.emulator = emulator
+        self.registry = registry
+
+    @property
+    def login_server(self) -> str:
+        """HOST:PORT of the registry, which registries created in the emulator report as their loginServer."""
+        return self.registry.address
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.emulator.url}/oauth2/token"
+
+    def reset(self) -> None:
+        """A fresh emulator (no registries, tokens or events) still serving this data plane. Images already
+        pushed stay in the registry's storage: use repository names of your own per test."""
+        self.emulator.reset()
+
+    def events(self, table: str) -> list[dict[str, Any]]:
+        return self.emulator.events(table)[table]
+
+    def wait_for_event(
+        self, table: str, matches: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The first row of `table` that `matches`, waiting for it: the registry posts its notifications
+        asynchronously, shortly after answering the client."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((row for row in self.events(table) if matches(row)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching {table} row within {timeout}s: {self.events(table)}")
+            time.sleep(0.1)
+
+
+@contextmanager
+def start_data_plane(
+    var_dir: str | Path, *, lro_polls: int = 1, page_size: int = 50, registry_port: int = 0
+) -> Iterator[DataPlane]:
+    """The emulator in a thread and `docker-registry serve` beside it, storing images under `var_dir`.
+
+    Registries created in the emulator report the registry's HOST:PORT as their loginServer; its token realm is
+    the emulator's /oauth2/token and its notifications go to the emulator's events. Raises
+    distribution.DistributionError when docker-registry is not installed or does not come up.
+    """
+    address = f"127.0.0.1:{registry_port or free_port()}"
+    emulator = start_emulator(lro_polls=lro_polls, page_size=page_size, data_plane=address)
+    try:
+        registry = Distribution(
+            Path(var_dir),
+            port=int(address.rsplit(":", 1)[1]),
+            emulator_url=emulator.url,
+            certificate_pem=emulator.certificate_pem,
+        )
+        registry.start()
+        try:
+            yield DataPlane(emulator, registry)
+        finally:
+            registry.stop()
+    finally:
+        emulator.stop()
 
 
 def make_client(
@@ -135,3 +236,4 @@ def make_client(
         polling_interval=polling_interval,
         **kwargs,
     )
+

@@ -4,12 +4,16 @@ Migrates the database, starts the ACR emulator, seeds the demo data, then runs a
 the web server until Ctrl-C. Nothing else is needed: SQLite and the filesystem broker are the defaults, and
 DATABASE_URL or REDIS_URL are used when set. Running it again is safe; the emulator keeps its registries in
 var/emulator.json.
+
+With the docker-registry package installed, the emulator also starts a real registry on REGISTRY_PORT (default
+5000) serving the demo registry, so the tokens the portal hands out work with docker and skopeo.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +38,8 @@ USERS = (
     ("admin", "superuser"),
 )
 PASSWORD = "demo-password"
+# seed_demo's registry: the one the data plane serves.
+DEMO_REGISTRY = "contosodemo"
 
 _print_lock = threading.Lock()
 
@@ -94,7 +100,7 @@ def _relay(name: str, stream: IO[bytes] | None) -> None:
     stream.close()
 
 
-def _environment(port: int, emulator_port: int) -> None:
+def _environment(port: int, emulator_port: int, data_plane: bool) -> None:
     # Defaults only: anything the caller exported wins. Set before any child starts, since settings.py reads
     # the environment once, when Django starts in each of them.
     defaults = {
@@ -107,6 +113,9 @@ def _environment(port: int, emulator_port: int) -> None:
         # Children write through a pipe; unbuffered, their lines show up when they happen.
         "PYTHONUNBUFFERED": "1",
     }
+    if data_plane:
+        # The local registry speaks plain http; on Azure, login servers are https.
+        defaults["ACR_DATA_PLANE_SCHEME"] = "http"
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
 
@@ -186,7 +195,23 @@ def _ended(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _banner(port: int) -> None:
+def _data_plane_lines(registry_port: int | None, image_dir: Path) -> list[str]:
+    if registry_port is None:
+        return [
+            "Data plane off: install the docker-registry package (and skopeo) to push and pull with the portal's",
+            "tokens; the portal and the emulator's management API work without it.",
+        ]
+    server = f"127.0.0.1:{registry_port}"
+    return [
+        f"Data plane: a Distribution registry at {server} serves {DEMO_REGISTRY}; tokens the portal hands out",
+        "work there. With a token's name and its revealed password:",
+        "  skopeo --insecure-policy copy --dest-tls-verify=false --dest-creds TOKEN:PASSWORD \\",
+        f"      oci:{image_dir}:v1 docker://{server}/myapp/hello:v1",
+        f"  docker login {server} -u TOKEN    (docker takes 127.0.0.1 as an insecure registry: plain http)",
+    ]
+
+
+def _banner(port: int, data_plane: list[str]) -> None:
     url = f"http://127.0.0.1:{port}"
     lines = [
         "",
@@ -194,6 +219,7 @@ def _banner(port: int) -> None:
         f"Health: {url}/healthz",
         f"Sign in with password {PASSWORD!r} as:",
         *(f"  {user:<6} {role}" for user, role in USERS),
+        *data_plane,
         "E-mails are printed below by the worker and the web server. Stop with Ctrl-C.",
         "",
     ]
@@ -211,13 +237,15 @@ def _on_signal(signum: int, frame: object) -> NoReturn:
 def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     emulator_port = int(os.environ.get("EMULATOR_PORT", "8765"))
-    _environment(port, emulator_port)
+    # The data plane runs when its package is there; without it the demo is the portal and the management API.
+    registry_port = int(os.environ.get("REGISTRY_PORT", "5000")) if shutil.which("docker-registry") else None
+    _environment(port, emulator_port, registry_port is not None)
 
-    taken = [p for p in (port, emulator_port) if _port_in_use(p)]
+    taken = [p for p in (port, emulator_port, registry_port) if p is not None and _port_in_use(p)]
     if taken:
         print(
             f"demo: port {', '.join(map(str, taken))} on 127.0.0.1 is already in use (another demo "
-            "running?). Stop whatever holds it, or choose others with PORT=... EMULATOR_PORT=...",
+            "running?). Stop whatever holds it, or choose others with PORT=... EMULATOR_PORT=... REGISTRY_PORT=...",
             file=sys.stderr,
         )
         return 2
@@ -226,11 +254,12 @@ def main() -> int:
     var_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     manage = str(BASE_DIR / "manage.py")
-    emulator = Child(
-        "emulator",
-        [python, "-m", "acr_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
-         "--state", str(var_dir / "emulator.json")],
-    )  # fmt: skip
+    emulator_argv = [python, "-m", "acr_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
+                     "--state", str(var_dir / "emulator.json")]  # fmt: skip
+    if registry_port is not None:
+        emulator_argv += ["--registry-port", str(registry_port), "--data-plane-registry", DEMO_REGISTRY]
+    emulator = Child("emulator", emulator_argv)
+    image_dir = var_dir / "demo-image"
     celery = [python, "-m", "celery", "-A", "portal"]
     services = [
         Child("worker", [*celery, "worker", "-l", "info", "--concurrency", "2"]),
@@ -247,12 +276,14 @@ def main() -> int:
         emulator.start()
         _wait_until(emulator, f"http://127.0.0.1:{emulator_port}/_emulator/health")
         _run_step("seed", [python, manage, "seed_demo"])
+        if registry_port is not None:
+            _run_step("image", [python, "-m", "acr_emulator.ociimage", str(image_dir), "v1"])
         for child in services:
             say("demo", f"starting {child.name}")
             child.start()
         web = services[-1]
         _wait_until(web, f"http://127.0.0.1:{port}/accounts/login/")
-        _banner(port)
+        _banner(port, _data_plane_lines(registry_port, image_dir))
         # Without the web server there is nothing to look at, so its end is the demo's end. Any other piece may die
         # (a worker killed to see what happens, say): the rest keep running so /healthz can show what is down.
         reported: set[str] = set()

@@ -332,6 +332,11 @@ if ACR_CREDENTIAL not in {"default", "emulator"}:
 ACR_EMULATOR_TOKEN = env("ACR_EMULATOR_TOKEN", "emulator")
 ACR_POLLING_INTERVAL = float(env("ACR_POLLING_INTERVAL", "2"))
 ACR_TIMEOUT = envint("ACR_TIMEOUT", 30)
+# How accessreq.dataplane reaches a registry's login server to check a token: https on Azure; http for the local
+# emulator's Distribution registry (127.0.0.1:5000), whose token realm is the emulator's /oauth2/token.
+ACR_DATA_PLANE_SCHEME = env("ACR_DATA_PLANE_SCHEME", "https")
+if ACR_DATA_PLANE_SCHEME not in {"https", "http"}:
+    raise ImproperlyConfigured("ACR_DATA_PLANE_SCHEME must be 'https' or 'http'.")
 
 # The portal's own policy knobs.
 REVEAL_TTL_HOURS = envint("REVEAL_TTL_HOURS", 24)

@@ -82,6 +82,41 @@ def emulator() -> Iterator[object]:
     emu.stop()
 
 
+def _missing_data_plane_tools() -> list[str]:
+    from acr_emulator.distribution import find_binary
+
+    missing = [] if find_binary() else ["docker-registry"]
+    return missing + ([] if shutil.which("skopeo") else ["skopeo"])
+
+
+@pytest.fixture(scope="session")
+def data_plane_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The emulator with a real Distribution registry beside it, for the whole run. Skipped (with the reason
+    printed) when docker-registry or skopeo is missing; under CI=true a missing tool fails instead."""
+    missing = _missing_data_plane_tools()
+    if missing:
+        reason = (
+            f"data-plane tests need {' and '.join(missing)}: "
+            "apt-get install -y --no-install-recommends docker-registry skopeo"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        print(f"\nSKIPPING: {reason}")
+        pytest.skip(reason)
+    from acr_emulator.testing import start_data_plane
+
+    with start_data_plane(tmp_path_factory.mktemp("registry")) as dp:
+        yield dp
+
+
+@pytest.fixture
+def data_plane(data_plane_session: object) -> object:
+    """A fresh emulator (no registries, tokens or events) serving the session's registry: the next registry
+    created reports the registry's HOST:PORT as its loginServer."""
+    data_plane_session.reset()  # type: ignore[attr-defined]
+    return data_plane_session
+
+
 @pytest.fixture
 def acr(emulator: object, settings: object) -> Iterator[object]:
     """A clean emulator, and the portal's settings pointing at it."""
