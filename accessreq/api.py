@@ -454,6 +454,29 @@ class PasswordOut(Schema):
     revealed_at: datetime | None
 
 
+class CheckOut(Schema):
+    repository: str
+    action: str
+    expected: str = Field(description="allowed or refused: what the approved rules say.")
+    result: str = Field(description="allowed or refused: what the registry granted.")
+
+    @staticmethod
+    def resolve_expected(obj: dict[str, Any]) -> str:
+        return "allowed" if obj["expected"] else "refused"
+
+    @staticmethod
+    def resolve_result(obj: dict[str, Any]) -> str:
+        return "allowed" if obj["result"] else "refused"
+
+
+class VerificationOut(Schema):
+    checked_at: datetime
+    ok: bool
+    slot: str
+    error: str | None
+    checks: list[CheckOut]
+
+
 class TokenOut(Schema):
     id: int
     registry: str
@@ -476,6 +499,9 @@ class TokenOut(Schema):
     orphaned_at: datetime | None
     drift_actions: list[str] | None
     passwords: list[PasswordOut]
+    verification: VerificationOut | None = Field(
+        description="The last proof of a new password at the registry, or null before any."
+    )
 
     @staticmethod
     def resolve_registry(obj: Token) -> str:

@@ -283,6 +283,10 @@ class Token(models.Model):
     # What reconcile last found in the registry's scope map, when it differs from what was approved.
     drift_actions = models.JSONField(null=True, blank=True)
     drift_seen_at = models.DateTimeField(null=True, blank=True)
+    # The last proof of a new password at the registry: {"checked_at", "ok", "slot", "error", "checks": [...]}.
+    verification = models.JSONField(null=True, blank=True)
+    # Its outcome, kept beside it so lists can filter: None until a password was checked.
+    verified_ok = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["registry", "name"]

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, audit, enqueue, notify, vault
+from accessreq import access, acr, audit, dataplane, enqueue, notify, vault
 from accessreq.errors import Conflict, Gone
 from accessreq.models import PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 
@@ -61,6 +61,7 @@ def generate_slot(slot_id: int) -> None:
     except Exception:
         PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)  # let a retry claim it
         raise
+    proof = prove(token, slot.name, generated.value)
     now = timezone.now()
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING).update(
@@ -77,12 +78,31 @@ def generate_slot(slot_id: int) -> None:
         if moved != 1:
             return
         SealedPassword.objects.update_or_create(slot=slot, defaults={"ciphertext": vault.seal(generated.value)})
-        audit.record(
-            "password.generated",
-            actor=None,
-            target=slot,
-            details={"slot": slot.name, "expires_at": (generated.expires_at or expires_at).isoformat()},
-        )
+        details: dict[str, object] = {"slot": slot.name, "expires_at": (generated.expires_at or expires_at).isoformat()}
+        if proof is not None:
+            Token.objects.filter(pk=token.pk).update(verification=proof, verified_ok=proof["ok"])
+            details["verified"] = proof["ok"]
+        audit.record("password.generated", actor=None, target=slot, details=details)
+
+
+def prove(token: Token, slot_name: str, password: str) -> dict[str, object] | None:
+    """Check at the registry that a fresh password opens exactly the token's approved access. The password stays in
+    this frame; the result, which holds none of it, is what is kept. None when checking is switched off."""
+    if not settings.ACR_VERIFY_PASSWORDS:
+        return None
+    found = dataplane.verify(
+        token.registry.login_server, token.name, password, token.rules, deadline_seconds=settings.ACR_VERIFY_SECONDS
+    )
+    return {
+        "checked_at": found.checked_at.isoformat(),
+        "ok": found.ok,
+        "slot": slot_name,
+        "error": found.error,
+        "checks": [
+            {"repository": c.repository, "action": c.action, "expected": c.expected, "result": c.result}
+            for c in found.checks
+        ],
+    }
 
 
 def generate(slot_id: int) -> float | None:

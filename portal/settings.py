@@ -335,6 +335,11 @@ ACR_TIMEOUT = envint("ACR_TIMEOUT", 30)
 # How accessreq.dataplane reaches a registry's login server to check a token: https on Azure; http for the local
 # emulator's Distribution registry (127.0.0.1:5000), whose token realm is the emulator's /oauth2/token.
 ACR_DATA_PLANE_SCHEME = env("ACR_DATA_PLANE_SCHEME", "https")
+# Prove each new password at the registry's token endpoint before handing it over (accessreq.dataplane). A new
+# password takes up to about a minute to reach every replica, so the check retries until ACR_VERIFY_SECONDS; one that
+# cannot complete leaves the password usable but marked unverified, for security to see.
+ACR_VERIFY_PASSWORDS = envbool("ACR_VERIFY_PASSWORDS", True)
+ACR_VERIFY_SECONDS = float(env("ACR_VERIFY_SECONDS", "90"))
 if ACR_DATA_PLANE_SCHEME not in {"https", "http"}:
     raise ImproperlyConfigured("ACR_DATA_PLANE_SCHEME must be 'https' or 'http'.")
 

@@ -26,6 +26,7 @@ FLAGS = {
     "drift": ("Scope map changed outside the portal", Q(drift_actions__isnull=False)),
     "expired": ("Every password expired", Q(in_use=0, expired__gt=0)),
     "risky": ("Write, delete, wildcard or partner", Q(risky=True)),
+    "unverified": ("Password not proven at the registry", Q(verified_ok=False)),
 }
 
 
