@@ -92,8 +92,8 @@ def require(allowed: bool, message: str) -> None:
         raise Forbidden(message)
 
 
-def require_security(user: User) -> None:
-    require(roles_for(user).is_security, "This is for security staff.")
+def require_security(user: User, message: str = "This is for security staff.") -> None:
+    require(roles_for(user).is_security, message)
 
 
 def _first_or_404(qs: QuerySet[M], message: str) -> M:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -135,7 +136,10 @@ def _asgi_post(path: str, chunks: list[bytes], content_type: str = "application/
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(application(scope, receive, send))
+    # On a thread of its own: an earlier test (Playwright's sync API) may leave an event loop running on this one.
+    runner = threading.Thread(target=asyncio.run, args=(application(scope, receive, send),))
+    runner.start()
+    runner.join(timeout=60)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 

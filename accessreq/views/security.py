@@ -25,7 +25,7 @@ from accessreq.views.tokens import FLAGS, annotated, by_attention
 @login_required
 @require_GET
 def security_dashboard(request: AuthedRequest) -> HttpResponse:
-    access.require_security(request.user)
+    access.require_security(request.user, "This page is for security staff.")
     tokens = annotated(Token.objects.filter(status__in=LIVE_TOKEN_STATUSES))
     counts = {key: tokens.filter(q).count() for key, (_, q) in FLAGS.items()}
     context = {
@@ -98,7 +98,7 @@ def unmanaged_disable(request: AuthedRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def audit_log(request: AuthedRequest) -> HttpResponse:
-    access.require_security(request.user)
+    access.require_security(request.user, "The audit log is for security staff.")
     qs = AuditEvent.objects.order_by("-id")
     action = request.GET.get("action", "")
     if action:
