@@ -21,10 +21,12 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 migrate: venv
 	$(BIN)/python manage.py migrate --noinput

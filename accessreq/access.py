@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 
@@ -33,29 +33,24 @@ from accessreq.models import (
     UnmanagedToken,
 )
 
-if TYPE_CHECKING:
-    User = AbstractBaseUser
-else:
-    User = Any
-
 SECURITY_GROUP = getattr(settings, "SECURITY_GROUP", "security")
 M = TypeVar("M", bound=Model)
 Prepare = Callable[[QuerySet[M]], QuerySet[M]]
 
 
 class Roles:
-    def __init__(self, user: AbstractBaseUser | AnonymousUser) -> None:
+    def __init__(self, user: User | AnonymousUser) -> None:
         self.user = user
 
     @cached_property
     def group_ids(self) -> frozenset[int]:
         if not self.user.is_authenticated:
             return frozenset()
-        return frozenset(self.user.groups.values_list("id", flat=True))  # type: ignore[union-attr]
+        return frozenset(self.user.groups.values_list("id", flat=True))
 
     @property
     def is_admin(self) -> bool:
-        return bool(self.user.is_authenticated and self.user.is_superuser)  # type: ignore[union-attr]
+        return bool(self.user.is_authenticated and self.user.is_superuser)
 
     @cached_property
     def is_security(self) -> bool:
@@ -78,12 +73,12 @@ class Roles:
         return list(Group.objects.filter(id__in=self.group_ids).values_list("name", flat=True))
 
 
-def roles_for(user: AbstractBaseUser | AnonymousUser) -> Roles:
+def roles_for(user: User | AnonymousUser) -> Roles:
     # Cached on the user object, which lives for one HTTP request.
     cached: Roles | None = getattr(user, "_portal_roles", None)
     if cached is None:
         cached = Roles(user)
-        user._portal_roles = cached  # type: ignore[union-attr]
+        user._portal_roles = cached  # type: ignore[union-attr]  # a per-request cache on the user object
     return cached
 
 

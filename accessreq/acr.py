@@ -245,7 +245,7 @@ def get_scope_map(registry: RegistryRef, name: str) -> ScopeMapInfo | None:
             found = client(registry.subscription_id).scope_maps.get(registry.resource_group, registry.name, name)
     except NotFound:
         return None
-    return ScopeMapInfo(found.name, list(found.actions or []), found.description or "", found.type or "")
+    return ScopeMapInfo(found.name or name, list(found.actions or []), found.description or "", found.type or "")
 
 
 def ensure_scope_map(registry: RegistryRef, name: str, actions: list[str], description: str) -> None:
@@ -306,7 +306,9 @@ def generate_password(registry: RegistryRef, token_name: str, slot: str, expires
     if len(matching) != 1 or not matching[0].value:
         raise Invalid(f"generateCredentials returned no value for {slot}")
     password = matching[0]
-    return GeneratedPassword(token_name, slot, password.value, password.creation_time, password.expiry)
+    value = password.value
+    assert value is not None  # checked just above
+    return GeneratedPassword(token_name, slot, value, password.creation_time, password.expiry)
 
 
 def delete_password(registry: RegistryRef, token_name: str, slot: str) -> None:
@@ -347,7 +349,7 @@ def list_tokens(registry: RegistryRef) -> Iterator[TokenInfo]:
 def list_scope_maps(registry: RegistryRef) -> Iterator[ScopeMapInfo]:
     with _translated():
         for found in client(registry.subscription_id).scope_maps.list(registry.resource_group, registry.name):
-            yield ScopeMapInfo(found.name, list(found.actions or []), found.description or "", found.type or "")
+            yield ScopeMapInfo(found.name or "", list(found.actions or []), found.description or "", found.type or "")
 
 
 def delete_token(registry: RegistryRef, name: str) -> None:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -40,6 +40,7 @@ from accessreq.models import (
     SlotStatus,
     Token,
     TokenStatus,
+    with_details,
 )
 
 # Ids are 64-bit in every database we run on; a larger one would overflow the query instead of finding nothing.
@@ -55,13 +56,13 @@ class KeyAuth(HttpBearer):
     """`Authorization: Bearer acrp_...`. When the header is there it decides alone: a bad key is a 401 and never
     falls through to the session, so a pipeline with a stale key is told so rather than acting as someone else."""
 
-    def __call__(self, request: HttpRequest) -> AbstractBaseUser | None:
+    def __call__(self, request: HttpRequest) -> User | None:
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
         return self.authenticate(request, raw.strip())
 
-    def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
+    def authenticate(self, request: HttpRequest, token: str) -> User | None:
         try:
             key = apikeys.authenticate(token)
         except apikeys.KeyRefused as exc:
@@ -156,7 +157,7 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     # Ninja answers 422 with pydantic's own list; ours is the page's shape, so clients handle one kind of 400.
     errors: dict[str, list[str]] = {}
     for error in exc.errors:
-        message = _DJANGO_WORDING.get(error.get("type", ""), error.get("msg", "Invalid value."))
+        message = _DJANGO_WORDING.get(error.get("type", ""), error.get("msg") or "Invalid value.")
         name = _field_name(error.get("loc", ()))
         if error.get("type") == "extra_forbidden" and name in _RENAMED:
             message = f"Unknown field: it is called {_RENAMED[name]}."
@@ -546,6 +547,13 @@ class AuditEventOut(Schema):
         return obj.actor_name
 
 
+def _me(request: HttpRequest) -> User:
+    """The caller, whom authentication has made a signed-in user before any endpoint runs."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
 # Lookups -------------------------------------------------------------------------------------------------------
 
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -553,11 +561,11 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 def _requests(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
     # The pages' own query shape, plus the token: a page of requests costs a fixed number of queries.
-    return qs.with_details().select_related("token")
+    return with_details(qs).select_related("token")
 
 
 def _get_request_for_user(request: HttpRequest, pk: int) -> AccessRequest:
-    return access.get_request_for_user(request.user, pk, prepare=_requests)
+    return access.get_request_for_user(_me(request), pk, prepare=_requests)
 
 
 def _reload(pk: int) -> AccessRequest:
@@ -569,7 +577,7 @@ def _tokens(qs: QuerySet[Token]) -> QuerySet[Token]:
 
 
 def _get_token_for_user(request: HttpRequest, pk: int) -> Token:
-    return access.get_token_for_user(request.user, pk, prepare=_tokens)
+    return access.get_token_for_user(_me(request), pk, prepare=_tokens)
 
 
 # Registries ----------------------------------------------------------------------------------------------------
@@ -602,12 +610,12 @@ _API_FIELD = {"password_days": "password_lifetime_days"}
 
 def _submit(request: HttpRequest, payload: RequestIn) -> AccessRequest:
     return flow.submit(
-        request.user,
+        _me(request),
         registry=flow.find_registry(payload.registry),
         rules=[scopes.Rule.of(rule.repository.strip(), rule.actions) for rule in payload.rules],
         purpose=payload.purpose,
         client_kind=payload.client_kind,
-        owner=payload.owner if payload.owner is not None else request.user.get_username(),
+        owner=payload.owner if payload.owner is not None else _me(request).get_username(),
         team=payload.team,
         password_days=payload.password_lifetime_days,
         retire_on=payload.retire_on,
@@ -619,7 +627,7 @@ def _submit(request: HttpRequest, payload: RequestIn) -> AccessRequest:
 @paginate(Pages)
 def list_requests(request: HttpRequest, status: RequestStatus | None = None) -> QuerySet[AccessRequest]:
     """Your requests, as requester or as owner, newest first."""
-    qs = access.my_requests(request.user)
+    qs = access.my_requests(_me(request))
     if status is not None:
         qs = qs.filter(status=status)
     return _requests(qs).order_by("-created_at", "-id")
@@ -635,7 +643,7 @@ def get_request(request: HttpRequest, pk: Id) -> AccessRequest:
 def cancel_request(request: HttpRequest, pk: Id) -> AccessRequest:
     """Withdraw your request while it still waits for approval."""
     access_request = _get_request_for_user(request, pk)
-    flow.cancel(access_request, request.user, request)
+    flow.cancel(access_request, _me(request), request)
     return _reload(pk)
 
 
@@ -646,12 +654,12 @@ def reveal_password(request: HttpRequest, pk: Id, response: HttpResponse) -> Sta
     """The token's password, exactly once, to the requester. Every later call is a 410 saying when it was revealed."""
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
-    return _secret(access.first_slot_for_requester(request.user, pk), request)
+    return _secret(access.first_slot_for_requester(_me(request), pk), request)
 
 
 def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
     ratelimit.check("reveal", request)
-    revealed = slots.reveal(slot, request.user, request)
+    revealed = slots.reveal(slot, _me(request), request)
     secret = {
         "username": revealed.username,
         "password": revealed.password,
@@ -668,14 +676,14 @@ def _secret(slot: PasswordSlot, request: HttpRequest) -> Status:
 @paginate(Pages)
 def list_approvals(request: HttpRequest) -> QuerySet[AccessRequest]:
     """Requests waiting for your approval, oldest first."""
-    access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
-    return _requests(access.approval_queue_for(request.user)).order_by("created_at", "id")
+    access.require(access.roles_for(_me(request)).is_approver, "Only approvers have a queue.")
+    return _requests(access.approval_queue_for(_me(request))).order_by("created_at", "id")
 
 
 def _decide(request: HttpRequest, pk: int, payload: DecisionIn | None, decide: Any) -> Status:
     access_request = _get_request_for_user(request, pk)
     comment = payload.comment if payload is not None else ""
-    decide(access_request, request.user, comment, request)
+    decide(access_request, _me(request), comment, request)
     return Status(200, _reload(pk))
 
 
@@ -702,7 +710,7 @@ def reject_request(request: HttpRequest, pk: Id, payload: DecisionIn | None = No
 @paginate(Pages)
 def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> QuerySet[Token]:
     """Tokens you own or asked for; every token for security."""
-    qs = _tokens(access.tokens_for(request.user))
+    qs = _tokens(access.tokens_for(_me(request)))
     if status is not None:
         qs = qs.filter(status=status)
     return qs.order_by("registry__name", "name")
@@ -730,31 +738,31 @@ LIFECYCLE_RESPONSES = _responses({200: TokenOut}, 400, 403, 404, 409, 502)
 def rotate_token(request: HttpRequest, pk: Id) -> Status:
     """Generate the free password slot (202: it is being generated). Reveal it once with
     /tokens/{id}/passwords/{slot}/reveal; the old password works until /confirm-switch or the grace period ends."""
-    return _lifecycle(request, pk, lambda t: tokens.rotate(t, request.user, request), status=202)
+    return _lifecycle(request, pk, lambda t: tokens.rotate(t, _me(request), request), status=202)
 
 
 @api.post("/tokens/{pk}/confirm-switch", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def confirm_switch(request: HttpRequest, pk: Id) -> Status:
     """Your clients use the new password: delete the old slot now."""
-    return _lifecycle(request, pk, lambda t: tokens.confirm_switch(t, request.user, request))
+    return _lifecycle(request, pk, lambda t: tokens.confirm_switch(t, _me(request), request))
 
 
 @api.post("/tokens/{pk}/disable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def disable_token(request: HttpRequest, pk: Id, payload: ReasonIn) -> Status:
     """Disable at once, saying why: the owner, an approver of its repositories, or security."""
-    return _lifecycle(request, pk, lambda t: tokens.disable(t, request.user, payload.reason, request))
+    return _lifecycle(request, pk, lambda t: tokens.disable(t, _me(request), payload.reason, request))
 
 
 @api.post("/tokens/{pk}/enable", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def enable_token(request: HttpRequest, pk: Id) -> Status:
-    return _lifecycle(request, pk, lambda t: tokens.enable(t, request.user, request))
+    return _lifecycle(request, pk, lambda t: tokens.enable(t, _me(request), request))
 
 
 @api.post("/tokens/{pk}/retire", response=LIFECYCLE_RESPONSES, tags=["tokens"])
 def retire_token(request: HttpRequest, pk: Id, payload: ReasonIn | None = None) -> Status:
     """Disable now; the token and its scope map are deleted when the retirement grace period ends."""
     reason = (payload.reason if payload else "").strip() or "retired through the API"
-    return _lifecycle(request, pk, lambda t: tokens.retire(t, request.user, reason, request))
+    return _lifecycle(request, pk, lambda t: tokens.retire(t, _me(request), reason, request))
 
 
 @api.post(
@@ -766,7 +774,7 @@ def reveal_token_password(request: HttpRequest, pk: Id, slot: acr.Slot, response
     """A rotated password, exactly once, to whoever rotated. Later calls are a 410 saying when it was revealed."""
     response["Cache-Control"] = NO_STORE
     response["Pragma"] = "no-cache"
-    return _secret(access.slot_for_revealer(request.user, pk, slot), request)
+    return _secret(access.slot_for_revealer(_me(request), pk, slot), request)
 
 
 # Audit ---------------------------------------------------------------------------------------------------------
@@ -779,7 +787,7 @@ def list_audit(
     action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
 ) -> QuerySet[AuditEvent]:
     """The audit trail, newest first, for security staff. `action` filters by prefix, e.g. `password.`."""
-    access.require(access.roles_for(request.user).is_security, "The audit log is for security staff.")
+    access.require(access.roles_for(_me(request)).is_security, "The audit log is for security staff.")
     qs = AuditEvent.objects.all()
     if action:
         qs = qs.filter(action__startswith=action)

@@ -13,7 +13,7 @@ import secrets
 from datetime import timedelta
 
 from django import forms
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
@@ -57,11 +57,11 @@ def _digest(raw: str) -> str:
 
 
 def create(
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     days: int = DEFAULT_DAYS,
     *,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key and return it with its only plaintext copy. `actor` is who made it, when not the user."""
@@ -89,7 +89,7 @@ def create(
     return key, raw
 
 
-def revoke(key: ApiKey, user: AbstractBaseUser, request: HttpRequest | None) -> bool:
+def revoke(key: ApiKey, user: User, request: HttpRequest | None) -> bool:
     """Revoke a key; False when it was already revoked. The caller has checked that it is the user's own."""
     with transaction.atomic():
         moved = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -99,7 +99,7 @@ def _lock_chain() -> None:
 def record(
     action: str,
     *,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     target: models.Model,
     details: dict[str, Any] | None = None,
     request: HttpRequest | None = None,

@@ -16,7 +16,7 @@ from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.contrib import auth, messages
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.models import AbstractBaseUser, Group, User
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -47,7 +47,7 @@ def username_from_claims(claims: dict[str, Any]) -> str:
 class EntraIDBackend(OIDCAuthenticationBackend):
     """Creates and updates users from a verified Entra ID token and mirrors the mapped groups."""
 
-    def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> AbstractBaseUser | None:
+    def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> User | None:
         # Only the callback view passes a nonce: a password form posted with ?code=&state= must not reach Entra.
         if request is None or not sso_enabled() or "nonce" not in kwargs:
             return None
@@ -158,7 +158,7 @@ class EntraIDBackend(OIDCAuthenticationBackend):
                 details={"added": added, "removed": removed, "source": "Microsoft Entra ID groups"},
             )
 
-    def get_user(self, user_id: int) -> AbstractBaseUser | None:
+    def get_user(self, user_id: int) -> User | None:
         # Each request reloads the user through the backend that signed them in; the library's version would keep
         # a deactivated user signed in until the next refresh.
         user = super().get_user(user_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -78,7 +78,7 @@ class Review:
     rules: list[dict]
     purpose: str
     client_kind: str
-    owner: AbstractBaseUser | None
+    owner: User | None
     team: str
     password_days: int | None
     retire_on: date | None
@@ -99,7 +99,7 @@ class Review:
 
 
 def review(
-    requester: AbstractBaseUser,
+    requester: User,
     *,
     registry: Registry | None,
     rules: Sequence[Rule],
@@ -161,7 +161,7 @@ def review(
     return found
 
 
-def _review_rules(found: Review, requester: AbstractBaseUser, rules: Sequence[Rule]) -> None:
+def _review_rules(found: Review, requester: User, rules: Sequence[Rule]) -> None:
     if len(rules) > MAX_RULES:
         found.add("rules", f"A request holds at most {MAX_RULES} rules; use a wildcard such as myapp/* instead.")
         return
@@ -203,7 +203,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def submit(
-    requester: AbstractBaseUser,
+    requester: User,
     *,
     registry: Registry | None,
     rules: Sequence[Rule],
@@ -233,7 +233,7 @@ def submit(
 
 
 @transaction.atomic
-def file(requester: AbstractBaseUser, found: Review, request: HttpRequest | None) -> AccessRequest:
+def file(requester: User, found: Review, request: HttpRequest | None) -> AccessRequest:
     """File a request that `review` found valid (or raise Invalid with what it found wrong)."""
     if found.errors:
         raise Invalid(found.errors)
@@ -297,7 +297,7 @@ def _not_waiting(access_request: AccessRequest) -> Conflict:
     return Conflict(f"This request is {access_request.get_status_display().lower()}, not waiting for approval.")
 
 
-def approve(access_request: AccessRequest, user: AbstractBaseUser, comment: str, request: HttpRequest | None) -> bool:
+def approve(access_request: AccessRequest, user: User, comment: str, request: HttpRequest | None) -> bool:
     """Record one approval. True when it was the last one needed and provisioning was queued."""
     with transaction.atomic():
         locked = _locked(access_request)
@@ -333,7 +333,7 @@ def approve(access_request: AccessRequest, user: AbstractBaseUser, comment: str,
     return True
 
 
-def reject(access_request: AccessRequest, user: AbstractBaseUser, comment: str, request: HttpRequest | None) -> None:
+def reject(access_request: AccessRequest, user: User, comment: str, request: HttpRequest | None) -> None:
     comment = comment.strip()
     with transaction.atomic():
         locked = _locked(access_request)
@@ -351,7 +351,7 @@ def reject(access_request: AccessRequest, user: AbstractBaseUser, comment: str, 
         transaction.on_commit(lambda: notify.rejected(locked, user, comment))
 
 
-def cancel(access_request: AccessRequest, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def cancel(access_request: AccessRequest, user: User, request: HttpRequest | None) -> None:
     access.require(access.can_cancel(access_request, user), "Only the requester can cancel a request.")
     with transaction.atomic():
         now = timezone.now()
@@ -363,7 +363,7 @@ def cancel(access_request: AccessRequest, user: AbstractBaseUser, request: HttpR
         audit.record("request.cancelled", actor=user, target=access_request, request=request)
 
 
-def retry(access_request: AccessRequest, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def retry(access_request: AccessRequest, user: User, request: HttpRequest | None) -> None:
     """An admin sends a failed request back to provisioning, with a fresh count of attempts."""
     access.require(access.can_retry(user), "Only an admin can retry provisioning.")
     with transaction.atomic():

@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.forms import formset_factory
 from django.utils import timezone
 
@@ -66,7 +66,7 @@ class RequestForm(forms.Form):
         help_text="When the token should be disabled and removed.",
     )
 
-    def __init__(self, *args: Any, requester: AbstractBaseUser, renews: Token | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, requester: User, renews: Token | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.requester = requester
         self.renews = renews
@@ -90,11 +90,11 @@ class NewRequest:
     """The request form and its rules together: one `is_valid`, errors next to each field, and the review that
     both the preview and filing use."""
 
-    def __init__(self, requester: AbstractBaseUser, data: Any = None, renews: Token | None = None) -> None:
+    def __init__(self, requester: User, data: Any = None, renews: Token | None = None) -> None:
         self.requester = requester
         self.renews = renews
         self.form = RequestForm(data, requester=requester, renews=renews)
-        initial = None if data is not None else [{}]
+        initial: list[dict[str, Any]] | None = None if data is not None else [{}]
         if renews is not None and data is None:
             initial = [{"repository": r["repository"], "actions": r["actions"]} for r in renews.rules] or [{}]
         self.rules = RuleFormSet(data, prefix="rules", initial=initial)
@@ -123,7 +123,7 @@ class NewRequest:
             return False
         form_ok = self.form.is_valid()
         rules_ok = self.rules.is_valid()
-        self.rule_errors = list(self.rules.non_form_errors())
+        self.rule_errors = [str(e) for e in self.rules.non_form_errors()]
         rows = [f for f in self.rules.forms if f.is_valid() and not f.is_blank]
         rules = [scopes.Rule.of(f.cleaned_data["repository"], f.cleaned_data["actions"]) for f in rows]
         self.review = self._review(self.form.cleaned_data, rules)

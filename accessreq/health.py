@@ -53,7 +53,7 @@ def check_broker() -> Check:
     try:
         with celery_app.connection_for_write() as conn:
             # No retry: a retry waits seconds before it starts, and the next probe is the retry.
-            conn.ensure_connection(max_retries=0, timeout=TIMEOUT)
+            conn.ensure_connection(max_retries=0, timeout=TIMEOUT)  # type: ignore[arg-type]  # kombu takes a float
             transport = conn.transport.driver_type
     except Exception as exc:  # noqa: BLE001
         return Check("broker", False, type(exc).__name__)

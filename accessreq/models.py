@@ -118,21 +118,18 @@ OPEN_REQUEST_STATUSES = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestS
 IN_PROGRESS_REQUEST_STATUSES = [RequestStatus.APPROVED, RequestStatus.PROVISIONING]
 
 
-class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
-    def with_details(self) -> AccessRequestQuerySet:
-        """What a page or an API answer shows of each request, in a fixed number of queries however many rows."""
-        return self.select_related("registry", "requester", "owner").prefetch_related(
-            models.Prefetch(
-                "requirements",
-                queryset=ApprovalRequirement.objects.select_related("group").annotate(given=models.Count("approvals")),
-            ),
-            models.Prefetch("approvals", queryset=Approval.objects.select_related("approver")),
-        )
+def with_details(qs: models.QuerySet[AccessRequest]) -> models.QuerySet[AccessRequest]:
+    """What a page or an API answer shows of each request, in a fixed number of queries however many rows."""
+    return qs.select_related("registry", "requester", "owner").prefetch_related(
+        models.Prefetch(
+            "requirements",
+            queryset=ApprovalRequirement.objects.select_related("group").annotate(given=models.Count("approvals")),
+        ),
+        models.Prefetch("approvals", queryset=Approval.objects.select_related("approver")),
+    )
 
 
 class AccessRequest(models.Model):
-    objects = AccessRequestQuerySet.as_manager()
-
     registry = models.ForeignKey(Registry, on_delete=models.PROTECT, related_name="requests")
     requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="access_requests")
     owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_requests")
@@ -450,7 +447,7 @@ class AuditEvent(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
             raise PermissionError("Audit events cannot be changed.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events cannot be deleted.")
@@ -476,7 +473,7 @@ class AuditAnchor(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None:
             raise PermissionError("Audit anchors cannot be changed.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit anchors cannot be deleted.")

@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.urls import reverse
 
@@ -37,7 +37,7 @@ def _describe(req: AccessRequest) -> str:
     )
 
 
-def waiting_for_approval(req: AccessRequest, approvers: list[AbstractBaseUser]) -> None:
+def waiting_for_approval(req: AccessRequest, approvers: list[User]) -> None:
     _send(
         f"Request #{req.pk} waits for your approval",
         f"{_describe(req)}\nReview it: {_link(reverse('approval_queue'))}\n",
@@ -54,7 +54,7 @@ def approved(req: AccessRequest) -> None:
     )
 
 
-def rejected(req: AccessRequest, by: AbstractBaseUser, comment: str) -> None:
+def rejected(req: AccessRequest, by: User, comment: str) -> None:
     _send(
         f"Request #{req.pk} was rejected",
         f"{by.get_username()} rejected your request:\n\n  {comment}\n\n{_describe(req)}\n"
@@ -91,7 +91,7 @@ def token_changed(token: Token, what: str) -> None:
     )
 
 
-def transferred(token: Token, previous: AbstractBaseUser, new_owner: AbstractBaseUser, by: AbstractBaseUser) -> None:
+def transferred(token: Token, previous: User, new_owner: User, by: User) -> None:
     _send(
         f"Token {token.name} has a new owner",
         f"{by.get_username()} handed token {token.name} in {token.registry} from {previous.get_username()} "

@@ -104,6 +104,7 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
 
 def _apply_change(req: AccessRequest) -> None:
     """An approved change to an existing token: its scope map is rewritten in place, its passwords stay."""
+    assert req.renews_id is not None  # only a change reaches here
     token = Token.objects.select_related("registry").get(pk=req.renews_id)
     if token.status not in (TokenStatus.ACTIVE, TokenStatus.DISABLED):
         raise acr.Invalid(f"token {token.name} is {token.get_status_display().lower()}; it can no longer change")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -89,7 +89,7 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
     return report
 
 
-def restore(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def restore(token: Token, user: User, request: HttpRequest | None) -> None:
     """Write the approved actions back over a drifted scope map."""
     access.require(access.roles_for(user).is_security, "Only security can restore a scope map.")
     if token.drift_actions is None:
@@ -118,8 +118,8 @@ def _rules_from_actions(actions: list[str]) -> list[dict]:
 
 def adopt(
     unmanaged: UnmanagedToken,
-    user: AbstractBaseUser,
-    owner: AbstractBaseUser,
+    user: User,
+    owner: User,
     team: str,
     retire_on: date,
     request: HttpRequest | None,
@@ -158,7 +158,7 @@ def adopt(
     return token
 
 
-def disable_unmanaged(unmanaged: UnmanagedToken, user: AbstractBaseUser, reason: str, request: HttpRequest | None):
+def disable_unmanaged(unmanaged: UnmanagedToken, user: User, reason: str, request: HttpRequest | None):
     access.require(access.roles_for(user).is_security, "Only security can disable a token the portal does not manage.")
     if not reason.strip():
         raise Invalid("Say why the token is disabled.", field="reason")

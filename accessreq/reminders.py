@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, time
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -86,7 +87,7 @@ def send_reminders(now: datetime | None = None) -> int:
                         target=token,
                         details={"to": address, "about": sorted({i.subject for i in fresh if i.token == token})},
                     )
-                transaction.on_commit(lambda a=address, f=fresh: notify.reminder_digest(a, f))
+                transaction.on_commit(partial(notify.reminder_digest, address, fresh))
         except IntegrityError:
             continue
         sent += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 
 from accessreq import scopes
 from accessreq.models import ApprovalRule, Registry
@@ -24,7 +24,7 @@ class Requirement:
     repositories: list[str] = field(default_factory=list)
     actions: set[str] = field(default_factory=set)
     via_admin_group: bool = False
-    eligible: list[AbstractBaseUser] = field(default_factory=list)
+    eligible: list[User] = field(default_factory=list)
 
     @property
     def short_of_approvers(self) -> bool:
@@ -44,7 +44,7 @@ def owners_of(pattern: str, rules: list[ApprovalRule]) -> list[ApprovalRule]:
     return owners
 
 
-def requirements(registry: Registry, rules: list[dict], requester: AbstractBaseUser | None) -> list[Requirement]:
+def requirements(registry: Registry, rules: list[dict], requester: User | None) -> list[Requirement]:
     approval_rules = list(registry.approval_rules.select_related("group"))
     by_group: dict[int, Requirement] = {}
     for rule in rules:
@@ -63,12 +63,12 @@ def requirements(registry: Registry, rules: list[dict], requester: AbstractBaseU
     return found
 
 
-def _eligible_members(group_ids: list[int], requester: AbstractBaseUser | None) -> dict[int, list]:
+def _eligible_members(group_ids: list[int], requester: User | None) -> dict[int, list]:
     members: dict[int, list] = {}
     users = (
         get_user_model()
         .objects.filter(groups__in=group_ids, is_active=True)
-        .exclude(pk=getattr(requester, "pk", None))
+        .exclude(pk__in=[requester.pk] if requester is not None else [])
         .prefetch_related("groups")
         .order_by("username")
         .distinct()

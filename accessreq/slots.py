@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.http import HttpRequest
@@ -140,7 +140,7 @@ def fail(slot_id: int, reason: str) -> bool:
     return bool(moved)
 
 
-def retry(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def retry(slot: PasswordSlot, user: User, request: HttpRequest | None) -> None:
     """An admin sends a failed slot back to the worker, with a fresh count of attempts."""
     access.require(access.can_retry(user), "Only an admin can retry generating a password.")
     with transaction.atomic():
@@ -194,7 +194,7 @@ class Revealed:
     slot: str
 
 
-def reveal(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | None) -> Revealed:
+def reveal(slot: PasswordSlot, user: User, request: HttpRequest | None) -> Revealed:
     """Hand the password over once. The claim is a conditional update: of two simultaneous reveals, one wins."""
     access.require(access.can_reveal(slot, user), "Only the person who asked for this password can reveal it.")
     token = slot.token
@@ -205,7 +205,7 @@ def reveal(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | No
         ).update(status=SlotStatus.REVEALED, revealed_at=now, revealed_by=user)
         if claimed == 1:
             sealed = SealedPassword.objects.get(slot_id=slot.pk)
-            password = vault.unseal(sealed.ciphertext)
+            password = vault.unseal(bytes(sealed.ciphertext))
             sealed.delete()
             audit.record("password.revealed", actor=user, target=slot, details={"slot": slot.name}, request=request)
             return Revealed(token.name, password, token.registry.login_server, slot.expires_at, slot.name)
@@ -228,7 +228,7 @@ def reveal(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | No
     raise Gone("This password is not ready yet.")
 
 
-def request_new_password(slot: PasswordSlot, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def request_new_password(slot: PasswordSlot, user: User, request: HttpRequest | None) -> None:
     """After a revoked slot, the requester asks for a fresh password: same approval, new value."""
     access.require(access.can_reveal(slot, user), "Only the person who asked for this password can ask for a new one.")
     with transaction.atomic():
@@ -273,7 +273,7 @@ def mark_expired(now: datetime | None = None) -> int:
     return expired
 
 
-def start_removal(slot: PasswordSlot, reason: str, user: AbstractBaseUser | None, request: HttpRequest | None) -> bool:
+def start_removal(slot: PasswordSlot, reason: str, user: User | None, request: HttpRequest | None) -> bool:
     """Mark a slot for deletion in the registry; `remove_pending` deletes it there. Call inside a transaction."""
     moved = PasswordSlot.objects.filter(pk=slot.pk).exclude(status__in=[SlotStatus.REVOKING, SlotStatus.REVOKED])
     if not moved.update(status=SlotStatus.REVOKING):

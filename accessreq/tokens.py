@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -40,7 +41,7 @@ def _locked(token: Token) -> Token:
 # --- rotation ------------------------------------------------------------------------------------------------------
 
 
-def rotate(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> PasswordSlot:
+def rotate(token: Token, user: User, request: HttpRequest | None) -> PasswordSlot:
     """Generate the free slot; the old one stays valid until the switch is confirmed or the grace period ends.
     No new approval: scope and dates stay as approved."""
     access.require(access.can_manage(token, user), "Only the token's owner or security can rotate it.")
@@ -82,7 +83,7 @@ def rotate(token: Token, user: AbstractBaseUser, request: HttpRequest | None) ->
     return new
 
 
-def confirm_switch(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> list[str]:
+def confirm_switch(token: Token, user: User, request: HttpRequest | None) -> list[str]:
     """The clients use the new password: delete the old slot now rather than at the end of the grace period."""
     access.require(access.can_manage(token, user), "Only the token's owner or security can confirm the switch.")
     with transaction.atomic():
@@ -115,7 +116,7 @@ def finish_rotations() -> int:
 # --- disable, enable, retire ---------------------------------------------------------------------------------------
 
 
-def disable(token: Token, user: AbstractBaseUser | None, reason: str, request: HttpRequest | None) -> bool:
+def disable(token: Token, user: User | None, reason: str, request: HttpRequest | None) -> bool:
     if user is not None:
         access.require(
             access.can_switch(token, user),
@@ -137,7 +138,7 @@ def disable(token: Token, user: AbstractBaseUser | None, reason: str, request: H
     return bool(moved)
 
 
-def enable(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> bool:
+def enable(token: Token, user: User, request: HttpRequest | None) -> bool:
     access.require(
         access.can_switch(token, user), "Only the owner, an approver of its repositories or security can enable it."
     )
@@ -153,7 +154,7 @@ def enable(token: Token, user: AbstractBaseUser, request: HttpRequest | None) ->
     return bool(moved)
 
 
-def retire(token: Token, user: AbstractBaseUser | None, reason: str, request: HttpRequest | None) -> bool:
+def retire(token: Token, user: User | None, reason: str, request: HttpRequest | None) -> bool:
     """Disable now; delete the token and its scope map when the retirement grace period ends."""
     if user is not None:
         access.require(access.can_manage(token, user), "Only the token's owner or security can retire it.")
@@ -216,7 +217,7 @@ def delete_retired() -> int:
 # --- ownership -----------------------------------------------------------------------------------------------------
 
 
-def transfer(token: Token, user: AbstractBaseUser, new_owner_username: str, request: HttpRequest | None) -> None:
+def transfer(token: Token, user: User, new_owner_username: str, request: HttpRequest | None) -> None:
     access.require(access.can_manage(token, user), "Only the token's owner or security can hand it over.")
     new_owner = get_user_model().objects.filter(username=new_owner_username.strip(), is_active=True).first()
     if new_owner is None:
@@ -238,7 +239,7 @@ def transfer(token: Token, user: AbstractBaseUser, new_owner_username: str, requ
         transaction.on_commit(lambda: notify.transferred(token, previous, new_owner, user))
 
 
-def set_let_expire(token: Token, user: AbstractBaseUser, value: bool, request: HttpRequest | None) -> None:
+def set_let_expire(token: Token, user: User, value: bool, request: HttpRequest | None) -> None:
     access.require(access.can_manage(token, user), "Only the token's owner or security can change its reminders.")
     with transaction.atomic():
         if Token.objects.filter(pk=token.pk, let_expire=not value).update(let_expire=value):
@@ -257,7 +258,9 @@ def flag_orphans() -> int:
             if Token.objects.filter(pk=token.pk, orphaned_at__isnull=True).update(orphaned_at=timezone.now()):
                 audit.record("token.orphaned", actor=None, target=token, details={"owner": token.owner.get_username()})
                 flagged += 1
-                transaction.on_commit(lambda t=token: notify.orphaned(t, team_email(t.team), access.security_emails()))
+                transaction.on_commit(
+                    partial(notify.orphaned, token, team_email(token.team), access.security_emails())
+                )
     return flagged
 
 

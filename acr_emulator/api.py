@@ -162,7 +162,8 @@ class Api:
             ),
             "tokens": (self.get_token, self.put_token, self.patch_token, self.delete_token),
         }[kind]
-        table = {
+        # Handlers of one shape each (they take the resource's name): typed loosely, as _pick calls them by keyword.
+        by_name: dict[str, tuple[str, Any]] = {
             m: (f"{kind}.{op}", h)
             for m, op, h in zip(
                 ("GET", "PUT", "PATCH", "DELETE"),
@@ -171,7 +172,7 @@ class Api:
                 strict=True,
             )
         }
-        return self._pick(method, table, sub=sub, rg=rg, reg=reg, name=rest[2])
+        return self._pick(method, by_name, sub=sub, rg=rg, reg=reg, name=rest[2])
 
     def _pick(self, method: str, table: dict[str, tuple[str, Callable[..., Response]]], **params: str) -> Route:
         if method in table:

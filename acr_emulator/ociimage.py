@@ -50,7 +50,9 @@ def write_oci_image(directory: str | Path, tag: str = "v1", content: bytes = b"h
     }
     manifest_blob = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
     index_path = root / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    index: dict[str, Any] = (
+        json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    )
     index["manifests"] = [
         m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
     ] + [{**manifest_blob, "annotations": {"org.opencontainers.image.ref.name": tag}}]
@@ -62,4 +64,4 @@ def write_oci_image(directory: str | Path, tag: str = "v1", content: bytes = b"h
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: python -m acr_emulator.ociimage DIR [TAG]")
-    print(write_oci_image(*sys.argv[1:]))
+    print(write_oci_image(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) == 3 else "v1"))

@@ -108,7 +108,7 @@ class EmulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def configure(self, lro_polls: int | None = None, page_size: int | None = None) -> None:
         if lro_polls is not None:
@@ -177,9 +177,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if self._service(path, parsed.query, query, body, started):
             return
         if path.startswith("/_emulator/") or path == "/_emulator":
-            response = self._admin(path, body)
-            self._send(response)
-            log.info("%s %s %d %.1fms", self.command, path, response.status, (time.monotonic() - started) * 1000)
+            admin = self._admin(path, body)
+            self._send(admin)
+            log.info("%s %s %d %.1fms", self.command, path, admin.status, (time.monotonic() - started) * 1000)
             return
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
         request = Request(
@@ -193,11 +193,12 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         api = self.server.api
         route = api.route(self.command, path)
         operation = route.operation if route else None
+        response: Response | None
         try:
             route = self._front_door(request, route)
             with self.server.state.lock:
                 try:
-                    response: Response | None = route.handler(request, **route.params)
+                    response = route.handler(request, **route.params)
                 finally:
                     self.server.persist()
         except ArmError as exc:

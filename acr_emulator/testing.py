@@ -219,8 +219,8 @@ def make_client(
     from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
-    class StaticBearerPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
-        def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+    class StaticBearerPolicy(SansIOHTTPPolicy):
+        def on_request(self, request: PipelineRequest) -> None:
             request.http_request.headers["Authorization"] = "Bearer emulator"
 
     class UnusedCredential:
@@ -230,7 +230,7 @@ def make_client(
 
     kwargs.setdefault("authentication_policy", StaticBearerPolicy())
     return ContainerRegistryManagementClient(
-        UnusedCredential(),  # type: ignore[arg-type]
+        UnusedCredential(),
         subscription_id,
         base_url=url,
         polling_interval=polling_interval,

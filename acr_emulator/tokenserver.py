@@ -242,6 +242,7 @@ class TokenServer:
         identity = credentials[0] if credentials else ""
         registry = self.data_plane.registry_for(self.state, service) if service else None
         response: Response
+        failure: str | None
         granted: list[dict[str, Any]] = []
         if not service:
             failure = "no service"

@@ -12,6 +12,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -172,7 +173,7 @@ else:
         "default": {
             # Django's SQLite, with the file readable by its owner alone: it holds sessions and sealed passwords.
             "ENGINE": "portal.sqlite",
-            "NAME": VAR_DIR / "portal.sqlite3",
+            "NAME": str(VAR_DIR / "portal.sqlite3"),
             "OPTIONS": {
                 # The web server, the worker and beat share one file: WAL lets readers run beside the writer,
                 # IMMEDIATE takes the write lock at BEGIN so two writers queue instead of failing mid-transaction.
@@ -376,7 +377,7 @@ RATE_LIMITS = {
 # Plain lines for a terminal; JSON lines (LOG_FORMAT=json, the default in production) for a log pipeline. Every line
 # carries the request id that the response also sends back as X-Request-ID.
 LOG_FORMAT = env("LOG_FORMAT", "plain" if DEBUG else "json")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "portal.middleware.RequestIdFilter"}},

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.paginator import Page, Paginator
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django_htmx.middleware import HtmxDetails
+
+if TYPE_CHECKING:
+    from django.shortcuts import SupportsGetAbsoluteUrl
 
 from accessreq import acr
 from accessreq.errors import Conflict, DomainError, Gone, Invalid
 
 
 class AuthedRequest(HttpRequest):
-    user: AbstractBaseUser  # type: ignore[assignment]
+    user: User  # login_required guarantees it is not AnonymousUser
     htmx: HtmxDetails
 
 
@@ -43,7 +46,9 @@ def status_for(exc: DomainError) -> int:
     return 400
 
 
-def act(request: AuthedRequest, back: Model | str, action: Callable[[], object], done: str) -> HttpResponse:
+def act(
+    request: AuthedRequest, back: SupportsGetAbsoluteUrl | str, action: Callable[[], object], done: str
+) -> HttpResponse:
     """Run one domain action and go back to a page that says how it went. A refusal becomes a message there; a lack
     of rights (Forbidden) is left to Django's 403; anything else is a bug and stays a 500."""
     try:

@@ -23,6 +23,7 @@ from accessreq.models import (
     RequestStatus,
     SlotStatus,
     Token,
+    with_details,
 )
 from accessreq.ratelimit import rate_limited
 from accessreq.views.common import AuthedRequest, act, paginate, status_for, wants_fragment
@@ -36,7 +37,7 @@ def home(request: AuthedRequest) -> HttpResponse:
     waiting = access.approval_queue_for(user).count() if access.roles_for(user).is_approver else 0
     to_reveal = PasswordSlot.objects.filter(token__requester=user, status=SlotStatus.AWAITING_REVEAL).count()
     tokens = Token.objects.filter(owner=user).count()
-    recent = AccessRequest.objects.filter(requester=user).with_details()[:5]
+    recent = with_details(AccessRequest.objects.filter(requester=user))[:5]
     context = {
         "open_requests": open_requests,
         "waiting": waiting,
@@ -55,7 +56,7 @@ def request_list(request: AuthedRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     if status in RequestStatus.values:
         qs = qs.filter(status=status)
-    page = paginate(request, qs.with_details().order_by("-created_at", "-id"))
+    page = paginate(request, with_details(qs).order_by("-created_at", "-id"))
     context = {
         "page": page,
         "status": status,
@@ -146,7 +147,7 @@ def request_preview(request: AuthedRequest) -> HttpResponse:
 
 def _detail_context(request: AuthedRequest, access_request: AccessRequest) -> dict[str, object]:
     user = request.user
-    access_request = AccessRequest.objects.filter(pk=access_request.pk).with_details().get()
+    access_request = with_details(AccessRequest.objects.filter(pk=access_request.pk)).get()
     token = Token.objects.filter(request=access_request).select_related("registry").prefetch_related("slots").first()
     slots = list(token.slots.all()) if token else []
     decided = {a.approver_id for a in access_request.approvals.all()}
@@ -229,7 +230,7 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
-    page = paginate(request, access.approval_queue_for(request.user).with_details().order_by("created_at", "id"))
+    page = paginate(request, with_details(access.approval_queue_for(request.user)).order_by("created_at", "id"))
     template = "accessreq/queue_rows.html" if wants_fragment(request) else "accessreq/queue.html"
     return render(request, template, {"page": page})
 
@@ -251,7 +252,7 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
     except DomainError as exc:
         error, status = str(exc), status_for(exc)
     if request.htmx:
-        row = AccessRequest.objects.filter(pk=pk).with_details().get()
+        row = with_details(AccessRequest.objects.filter(pk=pk)).get()
         context = {"req": row, "error": error, "decided": not error, "comment": comment}
         return render(request, "accessreq/queue_row.html", context, status=status)
     if error:
@@ -277,9 +278,10 @@ def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, bac
     try:
         revealed = slots.reveal(slot, request.user, request)
     except Gone as exc:
-        context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
-        return render(request, "accessreq/reveal_refused.html", context, status=410)
-    context = {"revealed": revealed, "regenerated": slot.generation > 1 or slot.token.last_rotated_at, **back}
+        refused = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
+        return render(request, "accessreq/reveal_refused.html", refused, status=410)
+    regenerated = slot.generation > 1 or slot.token.last_rotated_at is not None
+    context: dict[str, object] = {"revealed": revealed, "regenerated": regenerated, **back}
     response = render(request, "accessreq/reveal.html", context)
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
@@ -292,7 +294,7 @@ def new_password(request: AuthedRequest, pk: int) -> HttpResponse:
     slot = access.first_slot_for_requester(request.user, pk)
     return act(
         request,
-        slot.token.request,
+        reverse("request_detail", args=[pk]),
         lambda: slots.request_new_password(slot, request.user, request),
         "A new password is being generated. This page shows when it is ready.",
     )

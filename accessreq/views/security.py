@@ -70,7 +70,7 @@ def unmanaged_adopt(request: AuthedRequest, pk: int) -> HttpResponse:
         problems.append("Name the owning team.")
     if retire_on is None or retire_on <= timezone.localdate():
         problems.append("Choose a retirement date after today.")
-    if problems:
+    if problems or owner is None or retire_on is None:
         messages.error(request, f"{unmanaged.name} was not adopted: {' '.join(problems)}")
         return redirect("security")
     try:

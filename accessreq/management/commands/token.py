@@ -21,8 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, action: str, token: str, username: str, reason: str, to: str, **o: object):
         registry_name, _, name = token.partition("/")
-        found = Token.objects.select_related("registry", "owner").filter(registry__name=registry_name, name=name)
-        found = found.first()
+        found = (
+            Token.objects.select_related("registry", "owner").filter(registry__name=registry_name, name=name).first()
+        )
         if found is None:
             raise CommandError(f"No token {token!r}.")
         user = get_user_model().objects.filter(username=username, is_active=True).first()

@@ -27,12 +27,11 @@ class Command(BaseCommand):
             "--anchor", action="store_true", help="when the log holds, record its head as a new anchor"
         )
 
-    def handle(self, *args: object, **options: object) -> None:
-        anchor_file = options["anchor_file"]
-        if anchor_file is not None and not anchor_file.is_file():  # type: ignore[attr-defined]
+    def handle(self, *args: object, anchor_file: Path | None, **options: object) -> None:
+        if anchor_file is not None and not anchor_file.is_file():
             raise CommandError(f"No anchor file at {anchor_file}.")
         found = 0
-        for problem in audit.verify(anchor_file):  # type: ignore[arg-type]
+        for problem in audit.verify(anchor_file):
             found += 1
             if found <= SHOWN:
                 self.stderr.write(str(problem))
