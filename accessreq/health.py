@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery import current_app as celery_app
 from django.db import connection
 
 from accessreq import acr
-from portal.celery import app as celery_app
+from portal.broker import prune_stale_control_messages
 
 # Each check's own limit, and the whole run's: kept under a second and a half, which is what probes allow.
 TIMEOUT = 1.0
@@ -86,8 +87,6 @@ def _prune_filesystem_control_messages() -> None:
         if now - _last_prune[0] < PRUNE_EVERY:
             return
         _last_prune[0] = now
-    from portal.broker import prune_stale_control_messages
-
     options = celery_app.conf.broker_transport_options or {}
     folder = options.get("data_folder_in")
     if folder:
