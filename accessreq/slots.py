@@ -259,8 +259,8 @@ def expire_unrevealed() -> int:
     return remove_pending()
 
 
-def mark_expired(now: datetime | None = None) -> int:
-    now = now or timezone.now()
+def mark_expired() -> int:
+    now = timezone.now()
     expired = 0
     for slot in PasswordSlot.objects.filter(
         status__in=[SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL], expires_at__lte=now
