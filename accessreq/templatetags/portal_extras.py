@@ -22,6 +22,10 @@ class Detail:
     empty: bool = False
 
 
+# Keys that name what a record is about; the rest follow in their stored order.
+LEADING = ("repository", "name", "slot", "token", "registry")
+
+
 def plain(value: Any) -> str:
     """One value as a person reads it: no quotes, brackets or `None`."""
     if value is None:
@@ -29,7 +33,9 @@ def plain(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):
-        return "; ".join(f"{key}: {plain(item)}" for key, item in value.items()) or NOTHING
+        # PostgreSQL's jsonb keeps keys in an order of its own: put the name of a thing before what is said of it.
+        keys = sorted(value, key=lambda key: (key not in LEADING, LEADING.index(key) if key in LEADING else 0))
+        return "; ".join(f"{key}: {plain(value[key])}" for key in keys) or NOTHING
     if isinstance(value, list | tuple):
         return ", ".join(plain(item) for item in value) or NOTHING
     return str(value)
