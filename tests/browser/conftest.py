@@ -7,6 +7,7 @@ Without /usr/bin/chromium the tests are skipped, except in CI, where a missing b
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -79,3 +80,17 @@ def page(browser: Browser, live_server: LiveServer, transactional_db: None) -> I
         yield page
     finally:
         context.close()
+
+
+def sign_in(page: Page, username: str) -> None:
+    """Sign in through the form, as a person would (as whoever was signed in before, too), and wait for home."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import PASSWORD
+
+    page.context.clear_cookies()
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Welcome"))

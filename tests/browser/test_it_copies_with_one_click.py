@@ -7,22 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.browser.conftest import sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _sign_in(page: Page, username: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Welcome"))
 
 
 def _clipboard(page: Page) -> str:
@@ -33,7 +23,7 @@ def test_it_copies_the_password_and_the_login_command(page: Page, ready_request:
     from playwright.sync_api import expect
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    _sign_in(page, "alice")
+    sign_in(page, "alice")
     page.goto(f"/requests/{ready_request.pk}/")  # type: ignore[attr-defined]
     page.get_by_role("button", name="Reveal the password").click()
     secret = page.get_by_role("textbox", name=re.compile(r"^Password"))
@@ -57,7 +47,7 @@ def test_it_copies_a_new_api_key(page: Page, requester: object) -> None:
     from playwright.sync_api import expect
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    _sign_in(page, "alice")
+    sign_in(page, "alice")
     page.goto("/api-keys/")
     expect(page.get_by_role("button", name=re.compile("^Copy"))).to_have_count(0)  # no key shown, nothing to copy
     page.get_by_label("Name").fill("deploy")
@@ -74,7 +64,7 @@ def test_it_shows_the_password_without_javascript(browser: object, live_server: 
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)  # type: ignore[attr-defined]
     try:
         page = context.new_page()
-        _sign_in(page, "alice")
+        sign_in(page, "alice")
         page.goto(f"/requests/{ready_request.pk}/")  # type: ignore[attr-defined]
         page.get_by_role("button", name="Reveal the password").click()
         expect(page.get_by_role("textbox", name=re.compile(r"^Password"))).to_have_text(re.compile(r"\S{20,}"))

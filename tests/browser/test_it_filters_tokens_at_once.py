@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from accessreq.models import Token
-from tests.conftest import PASSWORD
+from tests.browser.conftest import sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -16,21 +16,11 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _sign_in(page: Page, username: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Welcome"))
-
-
 def test_it_filters_on_change(page: Page, ready_request: object) -> None:
     from playwright.sync_api import expect
 
     token = Token.objects.get(request=ready_request)
-    _sign_in(page, "alice")
+    sign_in(page, "alice")
     page.goto("/tokens/")
     expect(page.get_by_role("button", name="Show")).to_have_count(0)
     results = page.locator("#token-results")
@@ -54,7 +44,7 @@ def test_it_filters_with_show_without_javascript(browser: object, live_server: o
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)  # type: ignore[attr-defined]
     try:
         page = context.new_page()
-        _sign_in(page, "alice")
+        sign_in(page, "alice")
         page.goto("/tokens/")
         page.get_by_label("Status").select_option(label="Retired")
         page.get_by_role("button", name="Show").click()

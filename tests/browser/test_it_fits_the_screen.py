@@ -14,6 +14,7 @@ from django.test import Client
 
 from accessreq import reconcile, slots
 from accessreq.models import PasswordSlot, SlotStatus, Token
+from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
 
 if TYPE_CHECKING:
@@ -75,17 +76,6 @@ def rotating_token(ready_request: object, requester: object, approver: object, a
     return token
 
 
-def _sign_in(page: Page, username: str) -> None:
-    from playwright.sync_api import expect
-
-    page.context.clear_cookies()
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Welcome"))
-
-
 def _overflows(page: Page, urls: list[str]) -> dict[str, object]:
     found: dict[str, object] = {}
     for url in urls:
@@ -101,7 +91,7 @@ def _overflows(page: Page, urls: list[str]) -> dict[str, object]:
 
 def _visit_all(page: Page, token: Token, request_pk: int, check: object) -> dict[str, object]:
     found: dict[str, object] = {}
-    _sign_in(page, "alice")
+    sign_in(page, "alice")
     pages = ["/", "/requests/", f"/requests/{request_pk}/", "/requests/new", "/tokens/", f"/tokens/{token.pk}/"]
     found |= check(page, [*pages, "/api-keys/"])  # type: ignore[operator]
     # The new password is generated: a Reveal button takes the place of "being generated…".
@@ -113,9 +103,9 @@ def _visit_all(page: Page, token: Token, request_pk: int, check: object) -> dict
     if (reveal := page.evaluate(MEASURE)["page"]) > 0:
         found["reveal page"] = reveal
     found |= check(page, ["/tokens/999999/"])  # type: ignore[operator]
-    _sign_in(page, "bob")
+    sign_in(page, "bob")
     found |= check(page, ["/approvals/"])  # type: ignore[operator]
-    _sign_in(page, "sam")
+    sign_in(page, "sam")
     found |= check(page, ["/security/", "/audit/", "/tokens/", f"/tokens/{token.pk}/"])  # type: ignore[operator]
     return found
 

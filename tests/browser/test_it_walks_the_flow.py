@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from accessreq.models import AccessRequest, RequestStatus
-from tests.browser.conftest import TIMEOUT_MS
+from tests.browser.conftest import TIMEOUT_MS, sign_in
 from tests.conftest import PASSWORD
 
 if TYPE_CHECKING:
@@ -26,16 +26,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Provisioning runs in the worker; the page only learns of it when it next polls. A bound, not a timing assertion.
 SETTLE_MS = 30_000
-
-
-def _sign_in(page: Page, username: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Welcome"))
 
 
 @pytest.fixture
@@ -67,7 +57,7 @@ def test_it_walks_from_request_to_password(
     from playwright.sync_api import expect
 
     # Alice files a request to push and pull myapp/api, and watches the preview say what it will create.
-    _sign_in(page, "alice")
+    sign_in(page, "alice")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="New request").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("New access request")
     expect(page.get_by_role("link", name="New request")).to_have_attribute("aria-current", "page")
@@ -102,7 +92,7 @@ def test_it_walks_from_request_to_password(
 
     # Bob approves from his queue; the row changes in place, without leaving the queue.
     bob = another_browser()
-    _sign_in(bob, "bob")
+    sign_in(bob, "bob")
     bob.get_by_role("link", name="Approvals").click()
     row = bob.locator(f"#queue-row-{req.pk}")
     expect(row).to_contain_text("myapp/api")
@@ -117,7 +107,7 @@ def test_it_walks_from_request_to_password(
 
     # Carol approves from the request's page.
     carol = another_browser()
-    _sign_in(carol, "carol")
+    sign_in(carol, "carol")
     carol.get_by_role("link", name="Approvals").click()
     carol.get_by_role("link", name=re.compile(rf"^#{req.pk}\b")).click()
     expect(carol.get_by_role("heading", level=1)).to_contain_text(f"Request #{req.pk}")
