@@ -162,10 +162,17 @@ class KeyVault:
             directory = Path(self._tmp.name)
         self.directory = directory
         self.state_path: Path | None = None if self._tmp else directory / "vaults.json"
-        self.tls = TlsCertificate(directory)
+        self._tls: TlsCertificate | None = None  # made when first needed, so an emulator without vaults writes none
         self.vaults: dict[str, Vault] = {}
         self._servers: dict[str, VaultServer] = {}
         self._load()
+
+    @property
+    def tls(self) -> TlsCertificate:
+        with self.lock:
+            if self._tls is None:
+                self._tls = TlsCertificate(self.directory)
+            return self._tls
 
     @property
     def ca_bundle(self) -> str:
@@ -259,8 +266,9 @@ class KeyVault:
             self.vaults[raw["name"]] = Vault(**raw, secrets=versions)
 
     def _save(self) -> None:
-        if self.state_path is None:
+        if self.state_path is None or (not self.vaults and not self.state_path.exists()):
             return
+        self.directory.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"vaults": [asdict(v) for v in self.vaults.values()]}, indent=1)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".vaults-")
         with os.fdopen(fd, "w") as fh:
