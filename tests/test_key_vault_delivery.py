@@ -283,4 +283,4 @@ def test_the_owner_can_rotate_a_delivered_token_now(vault, registry, requester, 
 def test_rotation_policy_defaults(vault, registry, requester, approver) -> None:
     assert login(requester).post("/requests/new", delivered_data(registry, vault, password_days="6")).status_code == 302
     assert KeyVaultDelivery.objects.get().rotate_before_expiry_days == 2
-    assert delivery.RETRY_AFTER_FAILURE == timedelta(days=1)
+    assert timedelta(days=1) == delivery.RETRY_AFTER_FAILURE
