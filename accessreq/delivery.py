@@ -212,7 +212,7 @@ def rotate_due() -> int:
 def record_storage(token: Token, user: AbstractBaseUser, location: str, request: HttpRequest | None) -> None:
     """The requester says where they stored the password they revealed: a vault, a variable group, a URL."""
     access.require(
-        token.requester_id == user.pk, "Only the person who revealed the password can say where it is stored."
+        access.can_record_storage(token, user), "Only the person who revealed the password can say where it is stored."
     )
     if KeyVaultDelivery.objects.filter(token=token).exists():
         raise Conflict("This token's password is delivered to Key Vault; its location is known.")

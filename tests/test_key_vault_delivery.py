@@ -23,6 +23,7 @@ from accessreq.models import (
     RequestStatus,
     SealedPassword,
     SlotStatus,
+    StorageLocation,
     Token,
 )
 from tests.conftest import login, request_data
@@ -284,3 +285,42 @@ def test_rotation_policy_defaults(vault, registry, requester, approver) -> None:
     assert login(requester).post("/requests/new", delivered_data(registry, vault, password_days="6")).status_code == 302
     assert KeyVaultDelivery.objects.get().rotate_before_expiry_days == 2
     assert timedelta(days=1) == delivery.RETRY_AFTER_FAILURE
+
+
+# --- where a revealed password is stored ------------------------------------------------------------------------------
+
+
+def test_the_requester_records_where_a_revealed_password_is_stored(
+    ready_request, requester, approver, security, outsider
+) -> None:
+    token = Token.objects.get(request=ready_request)
+    alice = login(requester)
+    page = alice.post(f"/requests/{ready_request.pk}/reveal")
+    assert f"/tokens/{token.pk}/#storage-title" in page.content.decode()
+    refused = alice.post(f"/tokens/{token.pk}/storage", {"location": "  "}, follow=True)
+    assert "Say where you stored the password" in refused.content.decode()
+    refused = alice.post(f"/tokens/{token.pk}/storage", {"location": "x" * 501}, follow=True)
+    assert "Keep it to 500 characters" in refused.content.decode()
+    assert not StorageLocation.objects.exists()
+    place = "https://dev.azure.com/contoso/payments/_library?variableGroupId=7"
+    assert alice.post(f"/tokens/{token.pk}/storage", {"location": place}).status_code == 302
+    assert AuditEvent.objects.filter(action="token.storage_recorded", details__location=place).exists()
+    # The owner (alice here) and security see it; an approver who may see the token does not.
+    assert place in alice.get(f"/tokens/{token.pk}/").content.decode()
+    assert place in login(security).get(f"/tokens/{token.pk}/").content.decode()
+    assert place not in login(approver).get(f"/tokens/{token.pk}/").content.decode()
+    assert login(approver).post(f"/tokens/{token.pk}/storage", {"location": "elsewhere"}).status_code == 403
+    assert login(outsider).post(f"/tokens/{token.pk}/storage", {"location": "elsewhere"}).status_code == 404
+    assert login(requester).get(f"/tokens/{token.pk}/storage").status_code == 405
+    assert alice.get(f"/api/v1/tokens/{token.pk}").json()["stored_at"] == place
+
+
+def test_a_delivered_token_page_names_its_secret(vault, registry, requester, approver) -> None:
+    req = file_and_provision(registry, requester, approver, delivered_data(registry, vault))
+    token = Token.objects.get(request=req)
+    page = login(requester).get(f"/tokens/{token.pk}/").content.decode()
+    target = KeyVaultDelivery.objects.get(token=token)
+    assert "Delivered to Key Vault" in page and target.secret_id in page
+    login(requester).post(f"/tokens/{token.pk}/storage", {"location": "x"})  # refused: the vault is the place
+    assert not StorageLocation.objects.exists()
+    assert login(requester).get(f"/api/v1/tokens/{token.pk}").json()["delivery"]["secret_id"] == target.secret_id

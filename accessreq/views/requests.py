@@ -279,7 +279,8 @@ def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, bac
     except Gone as exc:
         context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
         return render(request, "accessreq/reveal_refused.html", context, status=410)
-    context = {"revealed": revealed, "regenerated": slot.generation > 1 or slot.token.last_rotated_at, **back}
+    regenerated = slot.generation > 1 or slot.token.last_rotated_at
+    context = {"revealed": revealed, "slot": slot, "regenerated": regenerated, **back}
     response = render(request, "accessreq/reveal.html", context)
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"
