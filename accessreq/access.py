@@ -189,6 +189,16 @@ def can_manage(token: Token, user: User) -> bool:
     return user.pk == token.owner_id or roles_for(user).is_security
 
 
+def can_record_storage(token: Token, user: User) -> bool:
+    """Say where a revealed password is stored: the person who asked for it (and revealed it)."""
+    return user.pk == token.requester_id
+
+
+def can_see_storage(token: Token, user: User) -> bool:
+    """Where a revealed password is stored, or which vault holds it: its requester, owner and security."""
+    return can_record_storage(token, user) or can_manage(token, user)
+
+
 def can_switch(token: Token, user: User) -> bool:
     """Disable and enable: also an approver of the token's repositories, who may need to stop it at once."""
     if can_manage(token, user):

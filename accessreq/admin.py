@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, Registry, Team, Token
+from accessreq.models import AccessRequest, AllowedVault, ApprovalRule, AuditEvent, Registry, Team, Token
 
 
 class ApprovalRuleInline(admin.TabularInline):
@@ -76,3 +76,16 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_name", "action", "target_repr", "source_ip"]
     list_filter = ["action"]
     search_fields = ["actor_name", "target_repr", "action"]
+
+
+# --- Key Vault delivery ----------------------------------------------------------------------------------------------
+
+
+class AllowedVaultInline(admin.TabularInline):
+    """The vaults requests for this registry may deliver passwords to."""
+
+    model = AllowedVault
+    extra = 1
+
+
+RegistryAdmin.inlines = [ApprovalRuleInline, AllowedVaultInline]

@@ -328,6 +328,17 @@ class RuleIn(StrictIn):
     )
 
 
+class DeliveryIn(StrictIn):
+    key_vault: Text = Field(max_length=255, description="The vault's URL, one the registry's admins allow.")
+    secret_name: Text = Field(max_length=200, description="1 to 127 letters, digits and dashes.")
+    rotate_every_days: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Rotate the password every N days (less than its lifetime)."
+    )
+    rotate_days_before_expiry: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Or rotate it N days before it expires; neither: a third of the lifetime, at most 7."
+    )
+
+
 class RequestIn(StrictIn):
     # Strict: JSON true is not the registry 1, nor a lifetime of 1 day.
     registry: Annotated[StrictInt, Field(ge=1, le=MAX_ID)] | Annotated[str, Field(max_length=50)] = Field(
@@ -340,6 +351,9 @@ class RequestIn(StrictIn):
     owner: Text | None = Field(None, max_length=150, description="The accountable person's username; you if left out.")
     password_lifetime_days: Annotated[StrictInt, Field(le=10_000)] = Field(description="Each password's lifetime.")
     retire_on: date
+    delivery: DeliveryIn | None = Field(
+        None, description="Write the password to a Key Vault secret instead of revealing it once to you."
+    )
 
 
 class Rule(Schema):
@@ -374,6 +388,29 @@ class DecisionOut(Schema):
         return obj.approver.get_username()
 
 
+class DeliveryOut(Schema):
+    key_vault: str
+    secret_name: str
+    rotation: str
+    secret_id: str | None
+    delivered_at: datetime | None
+    next_rotation_at: datetime | None
+
+
+def _delivery_out(obj: AccessRequest | Token) -> dict[str, object] | None:
+    delivery = getattr(obj, "key_vault_delivery", None)
+    if delivery is None:
+        return None
+    return {
+        "key_vault": delivery.vault_url,
+        "secret_name": delivery.secret_name,
+        "rotation": delivery.policy,
+        "secret_id": delivery.secret_id or None,
+        "delivered_at": delivery.delivered_at,
+        "next_rotation_at": delivery.next_rotation_at,
+    }
+
+
 class RequestOut(Schema):
     id: int
     status: RequestStatus
@@ -396,10 +433,15 @@ class RequestOut(Schema):
     token: int | None = Field(description="The token's id once it is provisioned.")
     failure_reason: str | None = Field(description="Why provisioning failed; shown to admins and security only.")
     url: str = Field(description="The request's page.")
+    delivery: DeliveryOut | None = Field(description="The Key Vault secret its password goes to; null: revealed once.")
 
     @staticmethod
     def resolve_registry(obj: AccessRequest) -> str:
         return obj.registry.name
+
+    @staticmethod
+    def resolve_delivery(obj: AccessRequest) -> dict[str, object] | None:
+        return _delivery_out(obj)
 
     @staticmethod
     def resolve_password_lifetime_days(obj: AccessRequest) -> int:
@@ -503,10 +545,21 @@ class TokenOut(Schema):
     verification: VerificationOut | None = Field(
         description="The last proof of a new password at the registry, or null before any."
     )
+    delivery: DeliveryOut | None = Field(description="The Key Vault secret its passwords go to; null: revealed once.")
+    stored_at: str | None = Field(description="Where the requester says they stored a revealed password.")
 
     @staticmethod
     def resolve_registry(obj: Token) -> str:
         return obj.registry.name
+
+    @staticmethod
+    def resolve_delivery(obj: Token) -> dict[str, object] | None:
+        return _delivery_out(obj)
+
+    @staticmethod
+    def resolve_stored_at(obj: Token) -> str | None:
+        location = getattr(obj, "storage_location", None)
+        return location.location if location is not None else None
 
     @staticmethod
     def resolve_request(obj: Token) -> int | None:
@@ -561,7 +614,7 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 def _requests(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
     # The pages' own query shape, plus the token: a page of requests costs a fixed number of queries.
-    return with_details(qs).select_related("token")
+    return with_details(qs).select_related("token", "key_vault_delivery")
 
 
 def _get_request_for_user(request: HttpRequest, pk: int) -> AccessRequest:
@@ -573,7 +626,9 @@ def _reload(pk: int) -> AccessRequest:
 
 
 def _tokens(qs: QuerySet[Token]) -> QuerySet[Token]:
-    return qs.select_related("registry", "owner", "requester").prefetch_related("slots")
+    return qs.select_related(
+        "registry", "owner", "requester", "key_vault_delivery", "storage_location"
+    ).prefetch_related("slots")
 
 
 def _get_token_for_user(request: HttpRequest, pk: int) -> Token:
@@ -605,7 +660,13 @@ def file_request(request: HttpRequest, payload: RequestIn, response: HttpRespons
     return Status(201, _reload(created.pk))
 
 
-_API_FIELD = {"password_days": "password_lifetime_days"}
+_API_FIELD = {
+    "password_days": "password_lifetime_days",
+    "key_vault": "delivery.key_vault",
+    "secret_name": "delivery.secret_name",
+    "rotate_every_days": "delivery.rotate_every_days",
+    "rotate_before_expiry_days": "delivery.rotate_days_before_expiry",
+}
 
 
 def _submit(request: HttpRequest, payload: RequestIn) -> AccessRequest:
@@ -619,7 +680,19 @@ def _submit(request: HttpRequest, payload: RequestIn) -> AccessRequest:
         team=payload.team,
         password_days=payload.password_lifetime_days,
         retire_on=payload.retire_on,
+        key_vault=_key_vault(payload.delivery),
         request=request,
+    )
+
+
+def _key_vault(delivery: DeliveryIn | None) -> flow.KeyVaultTarget | None:
+    if delivery is None:
+        return None
+    return flow.KeyVaultTarget(
+        vault_url=delivery.key_vault,
+        secret_name=delivery.secret_name,
+        rotate_every_days=delivery.rotate_every_days,
+        rotate_before_expiry_days=delivery.rotate_days_before_expiry,
     )
 
 

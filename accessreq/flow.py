@@ -19,7 +19,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, audit, enqueue, notify, routing, scopes
+from accessreq import access, audit, enqueue, keyvault, notify, routing, scopes
 from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
@@ -29,6 +29,7 @@ from accessreq.models import (
     ApprovalRequirement,
     ClientKind,
     Decision,
+    KeyVaultDelivery,
     Registry,
     RequestStatus,
     Token,
@@ -71,6 +72,17 @@ def tokens_in_use(registry: Registry) -> int:
 
 
 @dataclass
+class KeyVaultTarget:
+    """Deliver the password to a Key Vault secret instead of revealing it, and rotate it by this policy: every N
+    days, or N days before the password expires (one of the two; neither means a default before expiry)."""
+
+    vault_url: str
+    secret_name: str
+    rotate_every_days: int | None = None
+    rotate_before_expiry_days: int | None = None
+
+
+@dataclass
 class Review:
     """What a request would be, and what is wrong with it, by field. Valid when `errors` is empty."""
 
@@ -84,6 +96,7 @@ class Review:
     retire_on: date | None
     renews: Token | None
     requirements: list[routing.Requirement] = field(default_factory=list)
+    key_vault: KeyVaultTarget | None = None
     errors: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, name: str, message: str) -> None:
@@ -110,6 +123,7 @@ def review(
     password_days: int | None = None,
     retire_on: date | None = None,
     renews: Token | None = None,
+    key_vault: KeyVaultTarget | None = None,
 ) -> Review:
     """Every policy a request must meet. A value that is None or empty was missing or already refused upstream."""
     today = timezone.localdate()
@@ -158,7 +172,53 @@ def review(
     if registry is not None and renews is None and tokens_in_use(registry) >= registry.token_limit:
         found.add("registry", f"{registry} has reached its {registry.sku} limit of {registry.token_limit} tokens.")
     _review_rules(found, requester, rules)
+    if key_vault is not None:
+        _review_key_vault(found, key_vault)
     return found
+
+
+def _review_key_vault(found: Review, target: KeyVaultTarget) -> None:
+    """A vault the registry's admins allow, a valid secret name no other live token writes, a rotation policy that
+    renews the password before it expires."""
+    if found.renews is not None:
+        found.add("delivery", "A change keeps the token's delivery; ask for a new token to deliver elsewhere.")
+        return
+    vault_url = ""
+    try:
+        vault_url = keyvault.normalize_vault_url(target.vault_url or "")
+    except ValueError as exc:
+        found.add("key_vault", str(exc))
+    registry = found.registry
+    if vault_url and registry is not None and not registry.allowed_vaults.filter(url=vault_url).exists():
+        allowed = ", ".join(registry.allowed_vaults.values_list("url", flat=True)) or "none yet; ask an admin"
+        found.add("key_vault", f"{registry} may not deliver to {vault_url}. Allowed vaults: {allowed}.")
+    name = (target.secret_name or "").strip()
+    if not keyvault.valid_secret_name(name):
+        found.add("secret_name", "A secret name is 1 to 127 letters, digits and dashes.")
+    elif vault_url and _secret_taken(vault_url, name):
+        found.add("secret_name", f"Another token already delivers to {name} in {vault_url}; choose another name.")
+    every, before = target.rotate_every_days, target.rotate_before_expiry_days
+    days = found.password_days
+    if every is not None and before is not None:
+        found.add("rotate_every_days", "Rotate every N days, or N days before expiry, not both.")
+    elif every is not None and (every < 1 or (days is not None and every >= days)):
+        found.add("rotate_every_days", "Rotate at least every day, and more often than the password's lifetime.")
+    elif before is not None and (before < 1 or (days is not None and before >= days)):
+        found.add(
+            "rotate_before_expiry_days", "Rotate at least 1 day before expiry, and less than the password's lifetime."
+        )
+    if every is None and before is None:
+        before = max(1, min(7, (days or 2) // 3))
+    found.key_vault = KeyVaultTarget(vault_url, name, every, before if every is None else None)
+
+
+def _secret_taken(vault_url: str, name: str) -> bool:
+    """Two tokens writing one secret would overwrite each other's password. Names compare as Key Vault does."""
+    others = KeyVaultDelivery.objects.filter(vault_url=vault_url, secret_name__iexact=name)
+    return (
+        others.filter(request__status__in=[*OPEN_REQUEST_STATUSES, RequestStatus.FAILED]).exists()
+        or others.filter(token__status__in=LIVE_TOKEN_STATUSES).exists()
+    )
 
 
 def _review_rules(found: Review, requester: User, rules: Sequence[Rule]) -> None:
@@ -214,6 +274,7 @@ def submit(
     password_days: int | None,
     retire_on: date | None,
     renews: Token | None = None,
+    key_vault: KeyVaultTarget | None = None,
     request: HttpRequest | None = None,
 ) -> AccessRequest:
     """File a request, or raise Invalid with every error by field and save nothing."""
@@ -228,6 +289,7 @@ def submit(
         password_days=password_days,
         retire_on=retire_on,
         renews=renews,
+        key_vault=key_vault,
     )
     return file(requester, found, request)
 
@@ -260,6 +322,15 @@ def file(requester: User, found: Review, request: HttpRequest | None) -> AccessR
         renews.name if renews else token_name_for(access_request.client_kind, access_request.team, access_request.pk)
     )
     access_request.save(update_fields=["token_name"])
+    target = found.key_vault
+    if target is not None:
+        KeyVaultDelivery.objects.create(
+            request=access_request,
+            vault_url=target.vault_url,
+            secret_name=target.secret_name,
+            rotate_every_days=target.rotate_every_days,
+            rotate_before_expiry_days=target.rotate_before_expiry_days,
+        )
     requirements = found.requirements
     ApprovalRequirement.objects.bulk_create(
         ApprovalRequirement(
@@ -281,6 +352,7 @@ def file(requester: User, found: Review, request: HttpRequest | None) -> AccessR
             "owner": found.owner.get_username(),
             "approvals": {r.group.name: r.count for r in requirements},
             "renews": renews.name if renews else None,
+            "delivery": f"{target.vault_url}/secrets/{target.secret_name}" if target else "reveal",
         },
         request=request,
     )

@@ -9,7 +9,7 @@ from django.forms import formset_factory
 from django.utils import timezone
 
 from accessreq import flow, scopes
-from accessreq.models import ClientKind, Registry, Token
+from accessreq.models import AllowedVault, ClientKind, Registry, Token
 
 ACTION_CHOICES = [(a, f"{a} ({scopes.ACTION_LABELS[a]})") for a in scopes.ACTIONS]
 
@@ -65,6 +65,35 @@ class RequestForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         help_text="When the token should be disabled and removed.",
     )
+    # Delivery: reveal once to the requester, or write to a Key Vault secret no person reads.
+    delivery = forms.ChoiceField(
+        required=False,
+        choices=[("reveal", "Reveal it once to me"), ("key_vault", "Put it in an Azure Key Vault secret")],
+        initial="reveal",
+        widget=forms.RadioSelect,
+        label="Deliver the password",
+        help_text="A Key Vault secret is written by the portal and rotated automatically; nobody sees the password.",
+    )
+    # A select of the allowed vaults, but any value reaches review, which says what is wrong with it.
+    key_vault = forms.CharField(
+        required=False,
+        max_length=255,
+        widget=forms.Select,
+        label="Key Vault",
+        help_text="Only vaults the registry's admins allow are listed.",
+    )
+    secret_name = forms.CharField(
+        required=False, max_length=200, label="Secret name", help_text="1 to 127 letters, digits and dashes."
+    )
+    rotate_every_days = forms.IntegerField(
+        required=False, min_value=1, label="Rotate every (days)", help_text="Leave empty to rotate before expiry."
+    )
+    rotate_before_expiry_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Rotate before expiry (days)",
+        help_text="Days before the password expires; empty with no interval above: a third of the lifetime, at most 7.",
+    )
 
     def __init__(self, *args: Any, requester: User, renews: Token | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,6 +109,13 @@ class RequestForm(forms.Form):
                 password_days=renews.password_days,
                 retire_on=renews.retire_on,
             )
+        vaults = AllowedVault.objects.filter(registry__active=True).select_related("registry")
+        self.fields["key_vault"].widget.choices = [("", "Choose a vault")] + [
+            (v.url, f"{v.url} ({v.registry.name})") for v in vaults
+        ]
+        if renews is not None:
+            for name in ("delivery", "key_vault", "secret_name", "rotate_every_days", "rotate_before_expiry_days"):
+                del self.fields[name]
         if not self.is_bound:
             self.initial.setdefault("owner", requester.get_username())
             self.initial.setdefault("password_days", 30)
@@ -148,6 +184,18 @@ class NewRequest:
             password_days=data.get("password_days"),
             retire_on=data.get("retire_on"),
             renews=self.renews,
+            key_vault=self._key_vault(data),
+        )
+
+    @staticmethod
+    def _key_vault(data: dict[str, Any]) -> flow.KeyVaultTarget | None:
+        if data.get("delivery") != "key_vault":
+            return None
+        return flow.KeyVaultTarget(
+            vault_url=data.get("key_vault") or "",
+            secret_name=data.get("secret_name") or "",
+            rotate_every_days=data.get("rotate_every_days"),
+            rotate_before_expiry_days=data.get("rotate_before_expiry_days"),
         )
 
     def _place(self, name: str, messages: list[str], rows: list[RuleForm]) -> None:

@@ -120,7 +120,7 @@ IN_PROGRESS_REQUEST_STATUSES = [RequestStatus.APPROVED, RequestStatus.PROVISIONI
 
 def with_details(qs: models.QuerySet[AccessRequest]) -> models.QuerySet[AccessRequest]:
     """What a page or an API answer shows of each request, in a fixed number of queries however many rows."""
-    return qs.select_related("registry", "requester", "owner").prefetch_related(
+    return qs.select_related("registry", "requester", "owner", "key_vault_delivery").prefetch_related(
         models.Prefetch(
             "requirements",
             queryset=ApprovalRequirement.objects.select_related("group").annotate(given=models.Count("approvals")),
@@ -324,10 +324,11 @@ class SlotStatus(models.TextChoices):
     REVOKING = "revoking", "Being deleted"
     REVOKED = "revoked", "Deleted"
     FAILED = "failed", "Could not be generated"
+    DELIVERED = "delivered", "In Key Vault"
 
 
 # Slots whose password may be in use by a client: the ones a rotation must not overwrite.
-SLOTS_IN_USE = [SlotStatus.GENERATING, SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED]
+SLOTS_IN_USE = [SlotStatus.GENERATING, SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED]
 
 
 class PasswordSlot(models.Model):
@@ -502,3 +503,79 @@ class ApiKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+# --- Key Vault delivery ----------------------------------------------------------------------------------------------
+
+
+class AllowedVault(models.Model):
+    """A Key Vault that requests for this registry may deliver passwords to. The portal's identity holds
+    "Key Vault Secrets Officer" on it."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="allowed_vaults")
+    url = models.CharField(
+        max_length=255, help_text="The vault's URL, e.g. https://contoso-ci.vault.azure.net (no path)."
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["registry", "url"]
+        constraints = [models.UniqueConstraint(fields=["registry", "url"], name="allowed_vault_unique")]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def clean(self) -> None:
+        from accessreq.keyvault import normalize_vault_url
+
+        try:
+            self.url = normalize_vault_url(self.url)
+        except ValueError as exc:
+            raise ValidationError({"url": str(exc)}) from exc
+
+
+class KeyVaultDelivery(models.Model):
+    """Where a request's passwords go instead of a reveal: a secret in an allowed vault, and its rotation policy.
+    Made with the request; the token is attached when it exists."""
+
+    request = models.OneToOneField(AccessRequest, on_delete=models.CASCADE, related_name="key_vault_delivery")
+    token = models.OneToOneField(
+        Token, null=True, blank=True, on_delete=models.SET_NULL, related_name="key_vault_delivery"
+    )
+    vault_url = models.CharField(max_length=255)
+    secret_name = models.CharField(max_length=127)
+    # Exactly one of these is set: rotate every N days, or N days before the password expires.
+    rotate_every_days = models.PositiveIntegerField(null=True, blank=True)
+    rotate_before_expiry_days = models.PositiveIntegerField(null=True, blank=True)
+    secret_id = models.CharField(max_length=500, blank=True, help_text="The current version's id.")
+    secret_version = models.CharField(max_length=64, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    next_rotation_at = models.DateTimeField(null=True, blank=True)
+    rotation_started_at = models.DateTimeField(null=True, blank=True)
+    rotations = models.PositiveIntegerField(default=0)
+    last_failure = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.destination
+
+    @property
+    def destination(self) -> str:
+        return f"{self.vault_url}/secrets/{self.secret_name}"
+
+    @property
+    def policy(self) -> str:
+        if self.rotate_every_days:
+            return f"every {self.rotate_every_days} days"
+        return f"{self.rotate_before_expiry_days} days before the password expires"
+
+
+class StorageLocation(models.Model):
+    """Where the requester says they stored a revealed password (a vault, a CI variable group, ...)."""
+
+    token = models.OneToOneField(Token, on_delete=models.CASCADE, related_name="storage_location")
+    location = models.CharField(max_length=500)
+    recorded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.location

@@ -125,3 +125,14 @@ def reminder_digest(address: str, items: list) -> None:
         "'let it expire' to stop these reminders.\n\n" + "\n".join(lines) + "\n",
         [address],
     )
+
+
+def delivery_failed(token: Token, destination: str, reason: str, security: list[str]) -> None:
+    """A delivered token's new password did not reach its vault; the old one is still there and still works."""
+    _send(
+        f"Token {token.name}: new password not delivered",
+        f"The portal could not put a new password for token {token.name} in {token.registry} into "
+        f"{destination}.\nWhat went wrong: {reason}\n\nThe previous password stays in the vault and keeps working "
+        f"until it expires. An admin can retry: {_link(token.get_absolute_url())}\n",
+        [token.owner.email, *security],
+    )

@@ -19,6 +19,7 @@ from accessreq import acr, audit, enqueue, notify, scopes, slots
 from accessreq.models import (
     IN_PROGRESS_REQUEST_STATUSES,
     AccessRequest,
+    KeyVaultDelivery,
     PasswordSlot,
     RequestStatus,
     SlotStatus,
@@ -96,6 +97,8 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 target=token,
                 details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
             )
+        # A request delivered to Key Vault hands its delivery to the token, which rotates by it from now on.
+        KeyVaultDelivery.objects.filter(request=req, token__isnull=True).update(token=token)
         slot, _ = PasswordSlot.objects.get_or_create(
             token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
         )

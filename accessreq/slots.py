@@ -19,9 +19,9 @@ from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, audit, dataplane, enqueue, notify, vault
+from accessreq import access, acr, audit, dataplane, delivery, enqueue, notify, vault
 from accessreq.errors import Conflict, Gone
-from accessreq.models import PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
+from accessreq.models import KeyVaultDelivery, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 
 log = logging.getLogger(__name__)
 # Longer than one generateCredentials call with its polling can take; a claim older than this was abandoned.
@@ -62,6 +62,15 @@ def generate_slot(slot_id: int) -> None:
         PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)  # let a retry claim it
         raise
     proof = prove(token, slot.name, generated.value)
+    target = KeyVaultDelivery.objects.filter(token=token).first()
+    if target is not None:
+        # Delivered to Key Vault: written there, never sealed for a reveal.
+        try:
+            delivery.deliver(slot, target, generated.value, generated.expires_at or expires_at, proof)
+        except Exception:
+            PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)
+            raise
+        return
     now = timezone.now()
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING).update(
@@ -134,6 +143,7 @@ def fail(slot_id: int, reason: str) -> bool:
                 retire_after=None
             )
             audit.record("password.failed", actor=None, target=slot, details={"slot": slot.name, "reason": reason})
+            delivery.failed(slot, reason)
             transaction.on_commit(
                 lambda: notify.token_changed(slot.token, f"could not get a new password in {slot.name}")
             )
@@ -223,6 +233,9 @@ def reveal(slot: PasswordSlot, user: User, request: HttpRequest | None) -> Revea
         raise Gone("This password has already been revealed.", slot.revealed_at)
     if slot.status in (SlotStatus.REVOKING, SlotStatus.REVOKED) or (slot.reveal_by and slot.reveal_by <= now):
         raise Gone("This password was not revealed in time and has been revoked. Ask for a new one.")
+    delivered = delivery.refused_reveal_message(slot)
+    if delivered is not None:
+        raise Gone(delivered)
     if slot.status == SlotStatus.FAILED:
         raise Gone("This password could not be generated; an admin can retry it.")
     raise Gone("This password is not ready yet.")
@@ -263,7 +276,7 @@ def mark_expired() -> int:
     now = timezone.now()
     expired = 0
     for slot in PasswordSlot.objects.filter(
-        status__in=[SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL], expires_at__lte=now
+        status__in=[SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL, SlotStatus.DELIVERED], expires_at__lte=now
     ):
         with transaction.atomic():
             if PasswordSlot.objects.filter(pk=slot.pk, status=slot.status).update(status=SlotStatus.EXPIRED):

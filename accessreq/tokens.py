@@ -19,11 +19,12 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, audit, notify, slots
+from accessreq import access, acr, audit, delivery, notify, slots
 from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     SLOTS_IN_USE,
+    KeyVaultDelivery,
     PasswordSlot,
     SlotStatus,
     Team,
@@ -45,6 +46,8 @@ def rotate(token: Token, user: User, request: HttpRequest | None) -> PasswordSlo
     """Generate the free slot; the old one stays valid until the switch is confirmed or the grace period ends.
     No new approval: scope and dates stay as approved."""
     access.require(access.can_manage(token, user), "Only the token's owner or security can rotate it.")
+    if KeyVaultDelivery.objects.filter(token=token).exists():
+        return delivery.rotate(token, user, request, "asked for")
     now = timezone.now()
     with transaction.atomic():
         token = _locked(token)
@@ -105,7 +108,7 @@ def confirm_switch(token: Token, user: User, request: HttpRequest | None) -> lis
 def finish_rotations() -> int:
     """Grace periods that ended: the old slot goes, whether or not the owner confirmed."""
     due = PasswordSlot.objects.filter(
-        retire_after__lte=timezone.now(), status__in=[SlotStatus.REVEALED, SlotStatus.EXPIRED]
+        retire_after__lte=timezone.now(), status__in=[SlotStatus.REVEALED, SlotStatus.EXPIRED, SlotStatus.DELIVERED]
     )
     for slot in due:
         with transaction.atomic():

@@ -30,6 +30,7 @@ urlpatterns = [
     path("tokens/<int:pk>/transfer", tokens.token_transfer, name="token_transfer"),
     path("tokens/<int:pk>/let-expire", tokens.token_let_expire, name="token_let_expire"),
     path("tokens/<int:pk>/restore", tokens.token_restore, name="token_restore"),
+    path("tokens/<int:pk>/storage", tokens.token_storage, name="token_storage"),
     path("security/", security.security_dashboard, name="security"),
     path("audit/", security.audit_log, name="audit_log"),
     path("registries/<int:pk>/reconcile", security.registry_reconcile, name="registry_reconcile"),

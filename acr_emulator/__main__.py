@@ -2,7 +2,7 @@
 
 python -m acr_emulator --host 127.0.0.1 --port 8765 [--state FILE] [--lro-polls N] [--page-size N]
     [--fault SPEC ...] [--registry-port PORT [--registry-dir DIR]] [--data-plane HOST:PORT]
-    [--data-plane-registry NAME] [--token-lifetime SECONDS]
+    [--data-plane-registry NAME] [--token-lifetime SECONDS] [--vault NAME[:PORT] ...]
 """
 
 from __future__ import annotations
@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help=f"lifetime of the token server's JWTs (default {DEFAULT_TOKEN_LIFETIME})",
     )
+    parser.add_argument(
+        "--vault",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="serve a Key Vault called NAME over HTTPS (on PORT, else a free one or the one it had); repeatable",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     if args.lro_polls < 0 or args.page_size < 1:
@@ -99,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     for fault in faults:
         server.faults.add(fault)
+    for spec in args.vault:
+        name, _, port = spec.partition(":")
+        try:
+            url = server.keyvault.create_vault(name, int(port or 0) or server.keyvault.port_of(name))
+        except (ValueError, OSError) as exc:
+            server.server_close()
+            print(f"acr-emulator: vault {spec}: {exc}", file=sys.stderr)
+            return 1
+        print(f"acr-emulator Key Vault {name} at {url} (trust {server.keyvault.ca_bundle})", flush=True)
     registry = None
     if args.registry_port is not None:
         if args.registry_dir:

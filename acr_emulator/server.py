@@ -25,6 +25,7 @@ from acr_emulator.api import API_VERSION, Api, ArmError, Request, Response, Rout
 from acr_emulator.dataplane import DataPlaneConfig
 from acr_emulator.events import RegistryEvents
 from acr_emulator.faults import STATUS_CODES, Fault, FaultBook
+from acr_emulator.keyvault import KeyVault
 from acr_emulator.state import State
 from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME, SigningKey, TokenServer
 
@@ -81,6 +82,10 @@ class EmulatorServer(ThreadingHTTPServer):
             self.service_routes.update(service.routes)
         self.set_data_plane(data_plane, data_plane_registry)
         super().__init__(address, EmulatorHandler)
+        # Key Vault: its vaults, secrets and TLS certificate beside the state file; each vault on a port of its own.
+        vault_dir = self.state_file.parent / f"{self.state_file.stem}-keyvault" if self.state_file else None
+        self.keyvault = KeyVault(vault_dir, host=address[0])
+        self.keyvault.start()
 
     @property
     def data_plane(self) -> DataPlaneConfig:
@@ -128,6 +133,7 @@ class EmulatorServer(ThreadingHTTPServer):
             self.set_data_plane(self.defaults["data_plane"], self.defaults["data_plane_registry"])
             self.faults.clear()
             self.request_log.clear()
+            self.keyvault.reset()
             self.persist(force=True)
 
     def persist(self, force: bool = False) -> None:
@@ -135,6 +141,10 @@ class EmulatorServer(ThreadingHTTPServer):
         if self.state_file is not None and (force or self.api.dirty):
             self.state.save(self.state_file)
         self.api.dirty = False
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.keyvault.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that hang up mid-response (or faults that drop them) are routine here.
@@ -342,6 +352,14 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 return Response(200, self._config())
             if route == ("GET", "/_emulator/state"):
                 return Response(200, server.state.to_dict())
+            if route == ("GET", "/_emulator/vaults"):
+                return Response(200, {"vaults": server.keyvault.describe(), "ca_bundle": server.keyvault.ca_bundle})
+            if route == ("POST", "/_emulator/vaults"):
+                url = server.keyvault.create_vault(str(data.get("name") or ""), int(data.get("port") or 0))
+                return Response(201, {"name": data["name"], "url": url, "ca_bundle": server.keyvault.ca_bundle})
+            if route == ("POST", "/_emulator/vaults/deny"):
+                server.keyvault.deny(str(data.get("name") or ""), bool(data.get("denied", True)))
+                return Response(200, {"vaults": server.keyvault.describe()})
         except (ValueError, TypeError) as exc:
             return Response(400, {"error": {"code": "InvalidRequest", "message": str(exc)}})
         return Response(404, {"error": {"code": "NotFound", "message": f"No admin endpoint {self.command} {path}."}})

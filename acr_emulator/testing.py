@@ -96,6 +96,19 @@ class Emulator:
         token requests for it; reset() goes back to the start-up data plane."""
         self._server.set_data_plane(address, registry)
 
+    def create_vault(self, name: str, port: int = 0) -> str:
+        """Serve a Key Vault called `name` over HTTPS on a port of its own; answers its URL."""
+        return self._server.keyvault.create_vault(name, port)
+
+    def deny_vault(self, name: str, denied: bool = True) -> None:
+        """Make the vault answer 403 to every authenticated call, as one without the role assignment does."""
+        self._server.keyvault.deny(name, denied)
+
+    @property
+    def key_vault_ca_bundle(self) -> str:
+        """The PEM file that makes a client trust the vaults' certificate (`connection_verify`)."""
+        return self._server.keyvault.ca_bundle
+
     @property
     def certificate_pem(self) -> bytes:
         """The token server's signing certificate, a registry's rootcertbundle."""

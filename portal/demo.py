@@ -40,6 +40,7 @@ USERS = (
 PASSWORD = "demo-password"
 # seed_demo's registry: the one the data plane serves.
 DEMO_REGISTRY = "contosodemo"
+DEMO_VAULT = "contosodemo"
 
 _print_lock = threading.Lock()
 
@@ -100,7 +101,7 @@ def _relay(name: str, stream: IO[bytes] | None) -> None:
     stream.close()
 
 
-def _environment(port: int, emulator_port: int, data_plane: bool) -> None:
+def _environment(port: int, emulator_port: int, data_plane: bool, var_dir: Path) -> None:
     # Defaults only: anything the caller exported wins. Set before any child starts, since settings.py reads
     # the environment once, when Django starts in each of them.
     defaults = {
@@ -108,6 +109,9 @@ def _environment(port: int, emulator_port: int, data_plane: bool) -> None:
         "ACR_ARM_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
         "ACR_CREDENTIAL": "emulator",
         "ACR_POLLING_INTERVAL": "0.5",
+        # The emulator's Key Vault speaks HTTPS with a certificate it made, kept beside its state.
+        "KEY_VAULT_CREDENTIAL": "emulator",
+        "KEY_VAULT_CA_BUNDLE": str(var_dir / "emulator-keyvault" / "ca.pem"),
         "SITE_URL": f"http://127.0.0.1:{port}",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         # Children write through a pipe; unbuffered, their lines show up when they happen.
@@ -214,6 +218,14 @@ def _data_plane_lines(registry_port: int | None, image_dir: Path) -> list[str]:
     ]
 
 
+def _vault_lines(vault_port: int) -> list[str]:
+    return [
+        f"Key Vault: https://127.0.0.1:{vault_port} (choose it under Delivery on a new request); read a secret with",
+        "  KEY_VAULT_CREDENTIAL=emulator KEY_VAULT_CA_BUNDLE=var/emulator-keyvault/ca.pem python manage.py shell -c "
+        f"\"from accessreq import keyvault; print(keyvault.read_current('https://127.0.0.1:{vault_port}', 'NAME'))\"",
+    ]
+
+
 def _banner(port: int, data_plane: list[str]) -> None:
     url = f"http://127.0.0.1:{port}"
     lines = [
@@ -242,23 +254,25 @@ def main() -> int:
     emulator_port = int(os.environ.get("EMULATOR_PORT", "8765"))
     # The data plane runs when its package is there; without it the demo is the portal and the management API.
     registry_port = int(os.environ.get("REGISTRY_PORT", "5000")) if shutil.which("docker-registry") else None
-    _environment(port, emulator_port, registry_port is not None)
+    vault_port = int(os.environ.get("KEY_VAULT_PORT", "8766"))
+    var_dir = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
+    _environment(port, emulator_port, registry_port is not None, var_dir)
 
-    taken = [p for p in (port, emulator_port, registry_port) if p is not None and _port_in_use(p)]
+    taken = [p for p in (port, emulator_port, registry_port, vault_port) if p is not None and _port_in_use(p)]
     if taken:
         print(
             f"demo: port {', '.join(map(str, taken))} on 127.0.0.1 is already in use (another demo "
-            "running?). Stop whatever holds it, or choose others with PORT=... EMULATOR_PORT=... REGISTRY_PORT=...",
+            "running?). Stop whatever holds it, or choose others with PORT=... EMULATOR_PORT=... REGISTRY_PORT=... "
+            "KEY_VAULT_PORT=...",
             file=sys.stderr,
         )
         return 2
 
-    var_dir = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
     var_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     manage = str(BASE_DIR / "manage.py")
     emulator_argv = [python, "-m", "acr_emulator", "--host", "127.0.0.1", "--port", str(emulator_port),
-                     "--state", str(var_dir / "emulator.json")]  # fmt: skip
+                     "--state", str(var_dir / "emulator.json"), "--vault", f"{DEMO_VAULT}:{vault_port}"]  # fmt: skip
     if registry_port is not None:
         emulator_argv += ["--registry-port", str(registry_port), "--data-plane-registry", DEMO_REGISTRY]
     emulator = Child("emulator", emulator_argv)
@@ -278,7 +292,7 @@ def main() -> int:
         say("demo", "starting the ACR emulator")
         emulator.start()
         _wait_until(emulator, f"http://127.0.0.1:{emulator_port}/_emulator/health")
-        _run_step("seed", [python, manage, "seed_demo"])
+        _run_step("seed", [python, manage, "seed_demo", "--key-vault", f"https://127.0.0.1:{vault_port}"])
         if registry_port is not None:
             _run_step("image", [python, "-m", "acr_emulator.ociimage", str(image_dir), "v1"])
         for child in services:
@@ -286,7 +300,7 @@ def main() -> int:
             child.start()
         web = services[-1]
         _wait_until(web, f"http://127.0.0.1:{port}/accounts/login/")
-        _banner(port, _data_plane_lines(registry_port, image_dir))
+        _banner(port, _data_plane_lines(registry_port, image_dir) + _vault_lines(vault_port))
         # Without the web server there is nothing to look at, so its end is the demo's end. Any other piece may die
         # (a worker killed to see what happens, say): the rest keep running so /healthz can show what is down.
         reported: set[str] = set()

@@ -317,6 +317,7 @@ JOB_SCHEDULE = {
     "send-reminders": 3600.0,
     "reconcile": 6 * 3600.0,
     "anchor-audit": 600.0,
+    "rotate-delivered": 600.0,
 }
 CELERY_BEAT_SCHEDULE = {
     name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
@@ -454,3 +455,16 @@ if OIDC_RP_CLIENT_ID:
         raise ImproperlyConfigured("OIDC_TENANT_ID must be set with OIDC_RP_CLIENT_ID.")
     AUTHENTICATION_BACKENDS.append("accessreq.auth.EntraIDBackend")
     MIDDLEWARE.insert(MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accessreq.auth.SessionRefresh")
+
+# Azure Key Vault: where a token's password can be delivered instead of being revealed to a person.
+# KEY_VAULT_CREDENTIAL: "default" uses DefaultAzureCredential; "emulator" a static token the local emulator accepts
+# (it also stops the SDK from insisting that a vault's address be under vault.azure.net).
+KEY_VAULT_CREDENTIAL = env("KEY_VAULT_CREDENTIAL", "default")
+if KEY_VAULT_CREDENTIAL not in {"default", "emulator"}:
+    raise ImproperlyConfigured("KEY_VAULT_CREDENTIAL must be 'default' or 'emulator'.")
+# A PEM file of the certificates to trust for vaults (the emulator's own); empty: the system's.
+KEY_VAULT_CA_BUNDLE = env("KEY_VAULT_CA_BUNDLE", "")
+KEY_VAULT_TIMEOUT = envint("KEY_VAULT_TIMEOUT", 30)
+# After a delivered token's password is rotated, how long the old one keeps working, so that consumers of the
+# secret (Secrets Store CSI driver, External Secrets) pick up the new version first.
+KEY_VAULT_ROTATION_GRACE_HOURS = envint("KEY_VAULT_ROTATION_GRACE_HOURS", 24)

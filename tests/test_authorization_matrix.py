@@ -91,6 +91,7 @@ POSTS = [
     ("/tokens/{T}/enable", {}, {"dave": 404, "carol": 302}),
     ("/tokens/{T}/let-expire", {"value": "1"}, {"dave": 404, "bob": 403, "alice": 302}),
     ("/tokens/{T}/transfer", {"to": "carol"}, {"dave": 404, "bob": 403, "alice": 302}),
+    ("/tokens/{T}/storage", {"location": "CI vault"}, {"dave": 404, "bob": 403, "sam": 403, "alice": 302}),
     ("/tokens/{T}/restore", {}, {"dave": 404, "alice": 403, "bob": 403, "sam": 302}),
     ("/tokens/{T}/retire", {}, {"dave": 404, "bob": 403, "carol": 403, "sam": 302}),
     ("/registries/{G}/reconcile", {}, {"alice": 403, "dave": 403, "bob": 403, "root": 302}),

@@ -281,7 +281,7 @@ def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, bac
         refused = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
         return render(request, "accessreq/reveal_refused.html", refused, status=410)
     regenerated = slot.generation > 1 or slot.token.last_rotated_at is not None
-    context: dict[str, object] = {"revealed": revealed, "regenerated": regenerated, **back}
+    context: dict[str, object] = {"revealed": revealed, "slot": slot, "regenerated": regenerated, **back}
     response = render(request, "accessreq/reveal.html", context)
     response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
     response["Pragma"] = "no-cache"

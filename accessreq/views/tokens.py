@@ -15,8 +15,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, reconcile, slots, tokens
-from accessreq.models import LIVE_TOKEN_STATUSES, PasswordSlot, SlotStatus, Token, TokenStatus
+from accessreq import access, delivery, reconcile, slots, tokens
+from accessreq.models import (
+    LIVE_TOKEN_STATUSES,
+    KeyVaultDelivery,
+    PasswordSlot,
+    SlotStatus,
+    StorageLocation,
+    Token,
+    TokenStatus,
+)
 from accessreq.ratelimit import rate_limited
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
 from accessreq.views.requests import render_reveal
@@ -31,7 +39,7 @@ FLAGS = {
 
 
 def annotated(qs: QuerySet[Token]) -> QuerySet[Token]:
-    in_use = [SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL]
+    in_use = [SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL, SlotStatus.DELIVERED]
     return qs.select_related("registry", "owner").annotate(
         next_expiry=Min("slots__expires_at", filter=Q(slots__status__in=in_use)),
         in_use=Count("slots", filter=Q(slots__status__in=[*in_use, SlotStatus.GENERATING]), distinct=True),
@@ -92,6 +100,18 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
         "rotating": any(s.retire_after for s in token_slots),
         "history": token.renewals.order_by("-created_at")[:10],
         "grace_days": settings.ROTATION_GRACE_DAYS,
+        **_delivery_context(request, token),
+    }
+
+
+def _delivery_context(request: AuthedRequest, token: Token) -> dict[str, object]:
+    """Where the token's password lives: its Key Vault secret, or where the requester stored the one they revealed."""
+    if not access.can_see_storage(token, request.user):
+        return {}
+    return {
+        "key_vault_delivery": KeyVaultDelivery.objects.filter(token=token).first(),
+        "storage_location": StorageLocation.objects.filter(token=token).select_related("recorded_by").first(),
+        "can_record_storage": access.can_record_storage(token, request.user),
     }
 
 
@@ -212,3 +232,18 @@ def token_restore(request: AuthedRequest, pk: int) -> HttpResponse:
     )
 
 
+# --- where the password lives ----------------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def token_storage(request: AuthedRequest, pk: int) -> HttpResponse:
+    """The requester records where they stored the password they revealed."""
+    token = access.get_token_for_user(request.user, pk)
+    location = request.POST.get("location", "")
+    return act(
+        request,
+        token,
+        lambda: delivery.record_storage(token, request.user, location, request),
+        "Recorded where the password is stored.",
+    )

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accessreq import acr
-from accessreq.models import ApprovalRule, Registry, Sku
+from accessreq.models import AllowedVault, ApprovalRule, Registry, Sku
 
 PASSWORD = "demo-password"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -37,6 +37,11 @@ class Command(BaseCommand):
     help = "Create the demo users, groups, registry and approval rules (idempotent). Needs DEBUG on."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--key-vault",
+            metavar="URL",
+            help="allow requests for the demo registry to deliver passwords to this Key Vault",
+        )
         parser.add_argument(
             "--force",
             action="store_true",
@@ -76,6 +81,10 @@ class Command(BaseCommand):
             for pattern, group_name in RULES.items():
                 ApprovalRule.objects.update_or_create(
                     registry=registry, pattern=pattern, defaults={"group": groups[group_name]}
+                )
+            if options.get("key_vault"):
+                AllowedVault.objects.update_or_create(
+                    registry=registry, url=options["key_vault"], defaults={"description": "Demo Key Vault"}
                 )
 
         self.stdout.write(
