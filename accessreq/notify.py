@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from accessreq.models import AccessRequest, Token
+from accessreq.models import AccessRequest, FailedLoginBurst, Token
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def failed(req: AccessRequest, reason: str) -> None:
     admins = get_user_model().objects.filter(is_superuser=True, is_active=True).values_list("email", flat=True)
     _send(
         f"Request #{req.pk} could not be provisioned",
-        f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: "
-        f"{_link(req.get_absolute_url())}\n",
+        f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: {_link(req.get_absolute_url())}\n",
         [req.requester.email, *admins],
     )
 
@@ -124,4 +123,15 @@ def reminder_digest(address: str, items: list) -> None:
         "These tokens need attention. Rotate a password, ask for a later retirement, or mark a token "
         "'let it expire' to stop these reminders.\n\n" + "\n".join(lines) + "\n",
         [address],
+    )
+
+
+def failed_login_burst(token: Token, burst: FailedLoginBurst, security: list[str]) -> None:
+    _send(
+        f"Failed logins for token {token.name}",
+        f"The registry {token.registry} refused {burst.count} logins as token {token.name} "
+        f"between {burst.started_at:%Y-%m-%d %H:%M} and {burst.last_at:%H:%M} UTC.\n"
+        "Something holds an old or wrong password (or someone is guessing). Find the client, give it the current "
+        f"password, or rotate:\n{_link(token.get_absolute_url())}\n",
+        [token.owner.email, *security],
     )
