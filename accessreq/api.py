@@ -25,7 +25,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens
+from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens, usage
 from accessreq.errors import Conflict, Invalid
 from accessreq.errors import Gone as GoneError
 from accessreq.models import (
@@ -40,6 +40,8 @@ from accessreq.models import (
     SlotStatus,
     Token,
     TokenStatus,
+    TokenUsage,
+    UsageAction,
 )
 
 # Ids are 64-bit in every database we run on; a larger one would overflow the query instead of finding nothing.
@@ -454,6 +456,15 @@ class PasswordOut(Schema):
     revealed_at: datetime | None
 
 
+class UsageOut(Schema):
+    """Pulls, pushes and deletes of one repository, from the registry's logs."""
+
+    repository: str
+    action: UsageAction
+    last_at: datetime
+    count: int
+
+
 class TokenOut(Schema):
     id: int
     registry: str
@@ -476,6 +487,9 @@ class TokenOut(Schema):
     orphaned_at: datetime | None
     drift_actions: list[str] | None
     passwords: list[PasswordOut]
+    last_used_at: datetime | None
+    usage: list[UsageOut]
+    never_used_actions: list[str]
 
     @staticmethod
     def resolve_registry(obj: Token) -> str:
@@ -500,6 +514,14 @@ class TokenOut(Schema):
     @staticmethod
     def resolve_passwords(obj: Token) -> list[PasswordSlot]:
         return list(obj.slots.all())
+
+    @staticmethod
+    def resolve_usage(obj: Token) -> list[TokenUsage]:
+        return list(obj.usage.all())
+
+    @staticmethod
+    def resolve_never_used_actions(obj: Token) -> list[str]:
+        return usage.never_used_actions(obj, list(obj.usage.all()))
 
 
 class AuditEventOut(Schema):
@@ -539,7 +561,7 @@ def _reload(pk: int) -> AccessRequest:
 
 
 def _tokens(qs: QuerySet[Token]) -> QuerySet[Token]:
-    return qs.select_related("registry", "owner", "requester").prefetch_related("slots")
+    return qs.select_related("registry", "owner", "requester").prefetch_related("slots", "usage")
 
 
 def _get_token_for_user(request: HttpRequest, pk: int) -> Token:

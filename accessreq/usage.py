@@ -423,3 +423,41 @@ def stale_tokens(now: datetime | None = None) -> list[Token]:
         .select_related("owner", "registry")
     )
     return list(qs)
+
+
+def rules_query(rules: list[dict] | None) -> list[str]:
+    """Rules as `repository:action,action` strings, for a change request's `?rule=` parameters."""
+    return [f"{r['repository']}:{','.join(r['actions'])}" for r in rules or []]
+
+
+def rules_from_query(values: list[str]) -> list[dict]:
+    """The inverse of rules_query, for prefilling a form: malformed values are kept as typed, for the form to judge."""
+    rules = []
+    for value in values[:50]:
+        repository, _, actions = value.partition(":")
+        rules.append({"repository": repository.strip(), "actions": [a for a in actions.split(",") if a]})
+    return rules
+
+
+SPARK_WIDTH, SPARK_HEIGHT = 120, 24
+
+
+def sparkline(days: list[tuple[date, int, int]]) -> dict[str, Any]:
+    """An inline SVG polyline of operations per day (server-side, no script), and a sentence saying the same."""
+    peak = max((d[1] for d in days), default=0)
+    step = SPARK_WIDTH / max(len(days) - 1, 1)
+    points = " ".join(
+        f"{i * step:.1f},{SPARK_HEIGHT - 1 - (d[1] / peak * (SPARK_HEIGHT - 2) if peak else 0):.1f}"
+        for i, d in enumerate(days)
+    )
+    total = sum(d[1] for d in days)
+    busiest = max(days, key=lambda d: d[1]) if days and peak else None
+    active = sum(1 for d in days if d[1])
+    if busiest is None:
+        text = f"No pulls, pushes or deletes in the last {len(days)} days."
+    else:
+        text = (
+            f"{total} operations in the last {len(days)} days, on {active} of them; "
+            f"the busiest was {busiest[0]:%Y-%m-%d} with {busiest[1]}."
+        )
+    return {"width": SPARK_WIDTH, "height": SPARK_HEIGHT, "points": points, "text": text}

@@ -30,7 +30,7 @@ def _is_artifact(target: dict[str, Any]) -> bool:
 
 
 def _address(value: str) -> str:
-    """ "192.0.2.1:5123" -> "192.0.2.1"; "[::1]:5123" -> "::1"."""
+    """"192.0.2.1:5123" -> "192.0.2.1"; "[::1]:5123" -> "::1"."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         return value

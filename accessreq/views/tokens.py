@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, reconcile, slots, tokens
+from accessreq import access, reconcile, slots, tokens, usage
 from accessreq.models import LIVE_TOKEN_STATUSES, PasswordSlot, SlotStatus, Token, TokenStatus
 from accessreq.ratelimit import rate_limited
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
@@ -26,6 +26,18 @@ FLAGS = {
     "drift": ("Scope map changed outside the portal", Q(drift_actions__isnull=False)),
     "expired": ("Every password expired", Q(in_use=0, expired__gt=0)),
     "risky": ("Write, delete, wildcard or partner", Q(risky=True)),
+}
+
+
+def _unused_for(days: int) -> Q:
+    cutoff = timezone.now() - timedelta(days=days)
+    return Q(last_used_at__lt=cutoff) | Q(last_used_at__isnull=True, created_at__lt=cutoff)
+
+
+# Filters on what the registry's logs say (see accessreq/usage.py); computed per request, as they move with time.
+USED_FILTERS = {
+    "never": ("Never used", lambda: Q(last_used_at__isnull=True)),
+    "unused-30": ("Unused for 30 days", lambda: _unused_for(30)),
 }
 
 
@@ -63,12 +75,17 @@ def token_list(request: AuthedRequest) -> HttpResponse:
     flag = request.GET.get("flag", "")
     if flag in FLAGS:
         qs = qs.filter(FLAGS[flag][1])
+    used = request.GET.get("used", "")
+    if used in USED_FILTERS:
+        qs = qs.filter(USED_FILTERS[used][1]())
     page = paginate(request, by_attention(qs))
-    query = {k: v for k, v in {"status": status, "flag": flag}.items() if v}
+    query = {k: v for k, v in {"status": status, "flag": flag, "used": used}.items() if v}
     context = {
         "page": page,
         "status": status,
         "flag": flag,
+        "used": used,
+        "used_filters": {k: label for k, (label, _) in USED_FILTERS.items()},
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         "statuses": TokenStatus.choices,
         "extra_query": urlencode(query),
@@ -90,6 +107,26 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
         "rotating": any(s.retire_after for s in token_slots),
         "history": token.renewals.order_by("-created_at")[:10],
         "grace_days": settings.ROTATION_GRACE_DAYS,
+        **_usage_context(token),
+    }
+
+
+def _usage_context(token: Token) -> dict[str, object]:
+    rows = usage.usage_rows(token)
+    days = usage.daily(token)
+    advice = usage.advise(token, rows)
+    return {
+        "usage_collected": bool(token.registry.log_analytics_workspace_id),
+        "usage_rows": rows,
+        "never_used": usage.never_used_actions(token, rows),
+        "advice": advice,
+        "narrow_query": urlencode({"renew": token.pk, "rule": usage.rules_query(advice.rules)}, doseq=True)
+        if advice.rules
+        else "",
+        "sparkline": usage.sparkline(days),
+        "usage_days": days,
+        "usage_total": sum(d[1] for d in days),
+        "failed_total": sum(d[2] for d in days),
     }
 
 
