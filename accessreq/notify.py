@@ -112,6 +112,13 @@ def orphaned(token: Token, team_email: str, security: list[str]) -> None:
 def reminder_digest(address: str, items: list) -> None:
     lines = []
     for item in sorted(items, key=lambda i: i.due):
+        if item.subject == "unused":
+            since = f"since {item.due:%Y-%m-%d}" if item.token.last_used_at else "ever"
+            lines.append(
+                f"- {item.token.name} in {item.token.registry} has not been used {since}: retire it? "
+                f"{_link(item.token.get_absolute_url())}"
+            )
+            continue
         what = "is retired" if item.subject == "retirement" else f"password {item.subject} expires"
         lines.append(
             f"- {item.token.name} in {item.token.registry} {what} on {item.due:%Y-%m-%d} "

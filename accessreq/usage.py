@@ -412,17 +412,19 @@ def daily(token: Token, days: int = 30, today: date | None = None) -> list[tuple
     return [(start + timedelta(days=i), *found.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
 
 
-def stale_tokens(now: datetime | None = None) -> list[Token]:
-    """Live tokens unused for STALE_DAYS, in registries whose usage is collected."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.STALE_DAYS)
-    qs = (
-        Token.objects.filter(status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED], created_at__lte=cutoff)
-        .exclude(registry__log_analytics_workspace_id="")
-        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff))
-        .select_related("owner", "registry")
+def stale_q(now: datetime | None = None) -> Q:
+    """Tokens suggested for retirement: live, older than STALE_DAYS and unused within them, in registries whose
+    usage is collected."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.STALE_DAYS)
+    return (
+        Q(status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED], created_at__lte=cutoff)
+        & ~Q(registry__log_analytics_workspace_id="")
+        & (Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff))
     )
-    return list(qs)
+
+
+def stale_tokens(now: datetime | None = None) -> list[Token]:
+    return list(Token.objects.filter(stale_q(now)).select_related("owner", "registry"))
 
 
 def rules_query(rules: list[dict] | None) -> list[str]:

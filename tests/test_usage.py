@@ -198,3 +198,27 @@ def test_it_suggests_retiring_an_unused_token(
     assert token in usage.stale_tokens()
     listed = login(requester).get("/tokens/?used=never")
     assert "ci-idle" in listed.content.decode()
+
+
+def test_it_puts_unused_tokens_in_the_owners_digest_and_the_security_counts(
+    data_plane: DataPlane,
+    portal: Registry,
+    skopeo: Skopeo,
+    requester: User,
+    security: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from accessreq import reminders
+
+    token, _ = _provision(portal, requester, "ci-forgotten", RULES)
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        reminders.send_reminders()
+    digest = [e for e in mail.outbox if requester.email in e.to]
+    assert len(digest) == 1 and "ci-forgotten" in digest[0].body and "retire it?" in digest[0].body
+    page = login(security).get("/security/")
+    assert page.status_code == 200
+    assert "?used=stale" in page.content.decode()
+    assert page.context["usage_counts"]["stale"][1] == 1
+    listed = login(security).get("/tokens/?used=stale").content.decode()
+    assert token.name in listed

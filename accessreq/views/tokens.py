@@ -38,6 +38,7 @@ def _unused_for(days: int) -> Q:
 USED_FILTERS = {
     "never": ("Never used", lambda: Q(last_used_at__isnull=True)),
     "unused-30": ("Unused for 30 days", lambda: _unused_for(30)),
+    "stale": ("Suggested for retirement (unused)", lambda: usage.stale_q()),
 }
 
 
