@@ -138,5 +138,6 @@ class RegistryEvents:
         with self.state.lock:
             for rows in self.state.events.values():
                 rows.clear()
+            self.state.events_in_order = dict.fromkeys(self.state.events, True)
         self.on_change()
         return Response(204)

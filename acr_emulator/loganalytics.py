@@ -8,9 +8,10 @@ Answers `{"tables": [{"name": "PrimaryResult", "columns": [{"name", "type"}], "r
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,6 +116,7 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.columns = dict(columns)  # name -> type, as the pipeline shapes it
+        self.time_floor: str | None = None  # the last where's lower bound on TimeGenerated, formatted
 
     def peek(self) -> _Tok | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -220,7 +222,11 @@ def _where(parser: _Parser) -> Predicate:
             allowed = frozenset(values)
             predicates.append(lambda row, c=column, a=allowed: row.get(c) in a)
         elif tok.kind == "op" and tok.text in ("==", "=~", "!=", ">", ">=", "<", "<="):
-            predicates.append(_compare(column, tok.text, parser.literal(parser.columns[column])))
+            value = parser.literal(parser.columns[column])
+            if column == "TimeGenerated" and tok.text in (">", ">=") and isinstance(value, datetime):
+                # A lower bound the scan may start from (rows before it cannot pass).
+                parser.time_floor = max(parser.time_floor or "", format_time(value))
+            predicates.append(_compare(column, tok.text, value))
         else:
             raise QueryError(f"Operator '{tok.text}' is not supported in this emulator's KQL subset.")
         if parser.at("and"):
@@ -232,7 +238,7 @@ def _where(parser: _Parser) -> Predicate:
     return lambda row: all(p(row) for p in predicates)
 
 
-def _summarize(parser: _Parser, rows: Iterable[Row]) -> list[Row]:
+def _summarize(parser: _Parser, rows: Iterable[Row]) -> list[Row]:  # noqa: C901 - one pass, several aggregates
     aggregates: list[tuple[str, str, str | None]] = []  # (output name, function, column)
     while True:
         alias = None
@@ -288,7 +294,8 @@ def _summarize(parser: _Parser, rows: Iterable[Row]) -> list[Row]:
     ]
 
 
-def _order(parser: _Parser, rows: list[Row]) -> list[Row]:
+def _order_spec(parser: _Parser) -> list[tuple[str, bool]]:
+    """`by Column [asc|desc], ...` as (column, descending) pairs."""
     parser.expect("by")
     spec: list[tuple[str, bool]] = []
     while True:
@@ -300,17 +307,40 @@ def _order(parser: _Parser, rows: list[Row]) -> list[Row]:
         if parser.at(","):
             parser.next()
             continue
-        break
+        return spec
+
+
+def _sorted(rows: list[Row], spec: list[tuple[str, bool]]) -> list[Row]:
     for column, descending in reversed(spec):
         rows.sort(
-            key=lambda r, c=column: (r.get(c) is not None, r.get(c) if r.get(c) is not None else 0), reverse=descending
+            key=lambda r, c=column: (r.get(c) is not None, r.get(c) if r.get(c) is not None else 0),
+            reverse=descending,
         )
     return rows
 
 
-def run_query(query: str, tables: dict[str, Iterable[Row]], window: tuple[datetime, datetime] | None) -> dict:
+def _first_at_or_after(rows: Sequence[Row], floor: str) -> int:
+    """Binary search in rows sorted by TimeGenerated: the index of the first row at or after `floor`."""
+    low, high = 0, len(rows)
+    while low < high:
+        mid = (low + high) // 2
+        if rows[mid].get("TimeGenerated", "") < floor:
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+def run_query(
+    query: str,
+    tables: Mapping[str, Sequence[Row]],
+    window: tuple[datetime, datetime] | None,
+    in_order: Mapping[str, bool] | None = None,
+) -> dict:
     """Run `query` over `tables` (name -> rows), limited to TimeGenerated within `window` if given; the answer
-    body of the query API."""
+    body of the query API. Rows stream through `where`, `project` and `take`; when a table's rows are in time order
+    (`in_order`), a lower bound on TimeGenerated is found by binary search and `order by TimeGenerated asc` costs
+    nothing, so reading a table page by page does not scan it all each time."""
     tokens = tokenize(query)
     if not tokens or tokens[0].kind != "name":
         raise QueryError("A query starts with a table name.")
@@ -319,29 +349,32 @@ def run_query(query: str, tables: dict[str, Iterable[Row]], window: tuple[dateti
         raise QueryError(f"Failed to resolve table or column expression named '{table}'.")
     parser = _Parser(tokens, dict(SCHEMAS[table]))
     parser.pos = 1
+    source = tables[table]
+    ordered = bool(in_order and in_order.get(table))  # the stream is in time order
     predicates: list[Predicate] = []
+    floor = ""
     if window is not None:
         start, end = format_time(window[0]), format_time(window[1])
+        floor = start
         predicates.append(lambda row: start <= row.get("TimeGenerated", "") <= end)
-    rows: Iterable[Row] = tables[table]
-    materialized: list[Row] | None = None
-    limit: int | None = None
-    projection: list[str] | None = None
+    stream: Iterable[Row] | None = None  # None while only `where` has been seen
     while parser.peek() is not None:
         parser.expect("|")
         op = parser.next()
         if op.text == "where":
-            if materialized is None:
-                predicates.append(_where(parser))
+            parser.time_floor = None
+            predicate = _where(parser)
+            if stream is None:
+                predicates.append(predicate)
+                floor = max(floor, parser.time_floor or "")
             else:
-                predicate = _where(parser)
-                materialized = [r for r in materialized if predicate(r)]
+                stream = filter(predicate, stream)
             continue
-        if materialized is None:
-            materialized = [r for r in rows if all(p(r) for p in predicates)]
+        if stream is None:
+            stream = _scan(source, predicates, floor if ordered else "")
         if op.text == "summarize":
-            materialized = _summarize(parser, materialized)
-            projection = None
+            stream = _summarize(parser, stream)
+            ordered = False
         elif op.text == "project":
             projection = [parser.column()]
             while parser.at(","):
@@ -349,27 +382,41 @@ def run_query(query: str, tables: dict[str, Iterable[Row]], window: tuple[dateti
                 projection.append(parser.column())
             parser.columns = {c: parser.columns[c] for c in projection}
         elif op.text in ("order", "sort"):
-            materialized = _order(parser, materialized)
+            spec = _order_spec(parser)
+            if not (ordered and spec == [("TimeGenerated", False)]):
+                stream = _sorted(list(stream), spec)
+                ordered = spec == [("TimeGenerated", False)]
         elif op.text in ("take", "limit"):
             tok = parser.next()
             if tok.kind != "number" or not isinstance(tok.value, int):
                 raise QueryError(f"{op.text} takes a whole number.")
-            limit = tok.value if limit is None else min(limit, tok.value)
-            materialized = materialized[: tok.value]
+            stream = itertools.islice(stream, tok.value)
         else:
             raise QueryError(f"Operator '{op.text}' is not supported in this emulator's KQL subset.")
-    if materialized is None:
-        materialized = [r for r in rows if all(p(r) for p in predicates)]
+    if stream is None:
+        stream = _scan(source, predicates, floor if ordered else "")
     columns = list(parser.columns.items())
+    names = [name for name, _ in columns]
     return {
         "tables": [
             {
                 "name": "PrimaryResult",
                 "columns": [{"name": name, "type": kind} for name, kind in columns],
-                "rows": [[row.get(name) for name, _ in columns] for row in materialized],
+                "rows": [[row.get(name) for name in names] for row in stream],
             }
         ]
     }
+
+
+def _scan(source: Sequence[Row], predicates: list[Predicate], floor: str) -> Iterable[Row]:
+    """The source's rows passing every predicate, lazily; from the first row at or after `floor` when given (the
+    rows are then in time order)."""
+    rows: Iterable[Row] = itertools.islice(source, _first_at_or_after(source, floor), None) if floor else source
+    if not predicates:
+        return rows
+    if len(predicates) == 1:
+        return filter(predicates[0], rows)
+    return (r for r in rows if all(p(r) for p in predicates))
 
 
 def parse_timespan(value: Any, now: datetime | None = None) -> tuple[datetime, datetime] | None:
@@ -426,7 +473,7 @@ class LogAnalytics:
                 raise QueryError("The request body must be a JSON object with a 'query' string.")
             window = parse_timespan(body.get("timespan"))
             with self.state.lock:
-                answer = run_query(body["query"], self.state.events, window)
+                answer = run_query(body["query"], self.state.events, window, self.state.events_in_order)
         except QueryError as exc:
             return _error(400, "BadArgumentError", f"The request had some invalid properties. {exc}")
         except ValueError:

@@ -160,3 +160,27 @@ def test_ago_and_take_without_the_server() -> None:
     rows = [_repo_row(0, "a", "r", "Pull")]
     answer = run_query(f"{REPO} | where TimeGenerated > ago(3650d) | take 5", {REPO: rows}, None)
     assert len(answer["tables"][0]["rows"]) == 1
+
+
+def test_a_time_ordered_table_is_read_by_seeking_with_the_same_answer() -> None:
+    rows = [_repo_row(i, f"t{i % 3}", "r", "Pull") for i in range(50)]
+    query = (
+        f"{REPO} | where TimeGenerated >= datetime({format_time(T0 + timedelta(minutes=20))}) and Identity == 't1'"
+        " | project TimeGenerated, Identity | order by TimeGenerated asc | take 5"
+    )
+    seek = run_query(query, {REPO: rows}, None, {REPO: True})
+    scan = run_query(query, {REPO: rows}, None, {REPO: False})
+    assert seek == scan
+    assert [r[0] for r in seek["tables"][0]["rows"]] == [
+        format_time(T0 + timedelta(minutes=m)) for m in (22, 25, 28, 31, 34)
+    ]
+
+
+def test_recording_out_of_order_turns_seeking_off(emu: Emulator) -> None:
+    emu.state.record_event(REPO, _repo_row(5, "a", "r", "Pull"))
+    emu.state.record_event(REPO, _repo_row(1, "a", "r", "Pull"))
+    assert emu.state.events_in_order[REPO] is False
+    result = make_logs_client(emu.url).query_workspace(
+        WORKSPACE, f"{REPO} | where TimeGenerated >= datetime({format_time(T0)}) | summarize count()", timespan=None
+    )
+    assert [list(r) for r in result.tables[0].rows] == [[2]]
