@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -49,7 +49,6 @@ EXERCISES = {
 # The logs show manifests pulled, pushed and deleted; metadata reads and writes leave no row, so they are never
 # reported as unused.
 OBSERVABLE = ("content/read", "content/write", "content/delete")
-_CHUNK = 500
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -200,58 +199,52 @@ def _collect_table(registry: Registry, table: str, tokens: _Tokens, budget: int)
     return counted
 
 
-def _chunks(items: list[Any]) -> Any:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
 def _write(batch: _Batch) -> None:
-    ids = list(batch.last_used)
-    for chunk in _chunks(ids):
-        changed = [
-            Token(pk=pk, last_used_at=batch.last_used[pk])
-            for pk, current in Token.objects.filter(pk__in=chunk).values_list("pk", "last_used_at")
-            if current is None or current < batch.last_used[pk]
-        ]
-        Token.objects.bulk_update(changed, ["last_used_at"])
-    usage_keys = list(batch.usage)
-    for chunk in _chunks(sorted({k[0] for k in usage_keys})):
-        existing = {(u.token_id, u.repository, u.action): u for u in TokenUsage.objects.filter(token_id__in=chunk)}
-        update, create = [], []
-        for key in (k for k in usage_keys if k[0] in set(chunk)):
-            count, first, last = batch.usage[key]
-            row = existing.get(key)
-            if row is None:
-                create.append(
-                    TokenUsage(
-                        token_id=key[0], repository=key[1], action=key[2], count=count, first_at=first, last_at=last
+    """Add one page's aggregates: upserts that add counts and keep the newest and oldest times, so the cost is
+    one statement per row changed, whatever the tables already hold (PostgreSQL and SQLite alike)."""
+    ops = connection.ops
+    stamp = ops.adapt_datetimefield_value
+    token_table = connection.ops.quote_name(Token._meta.db_table)
+    usage_table = connection.ops.quote_name(TokenUsage._meta.db_table)
+    day_table = connection.ops.quote_name(TokenUsageDay._meta.db_table)
+    with connection.cursor() as cursor:
+        if batch.last_used:
+            cursor.executemany(
+                f"UPDATE {token_table} SET last_used_at = %s WHERE id = %s AND "
+                "(last_used_at IS NULL OR last_used_at < %s)",
+                [(stamp(when), pk, stamp(when)) for pk, when in batch.last_used.items()],
+            )
+        if batch.usage:
+            cursor.executemany(
+                f'INSERT INTO {usage_table} (token_id, repository, action, "count", first_at, last_at) '
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (token_id, repository, action) DO UPDATE SET "
+                f'"count" = {usage_table}."count" + excluded."count", '
+                f"first_at = CASE WHEN excluded.first_at < {usage_table}.first_at THEN excluded.first_at "
+                f"ELSE {usage_table}.first_at END, "
+                f"last_at = CASE WHEN excluded.last_at > {usage_table}.last_at THEN excluded.last_at "
+                f"ELSE {usage_table}.last_at END",
+                [
+                    (token, repository, str(action), count, stamp(first), stamp(last))
+                    for (token, repository, action), (count, first, last) in batch.usage.items()
+                ],
+            )
+        days = set(batch.operations) | set(batch.failed)
+        if days:
+            cursor.executemany(
+                f"INSERT INTO {day_table} (token_id, day, operations, failed_logins) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (token_id, day) DO UPDATE SET "
+                f"operations = {day_table}.operations + excluded.operations, "
+                f"failed_logins = {day_table}.failed_logins + excluded.failed_logins",
+                [
+                    (
+                        token,
+                        ops.adapt_datefield_value(day),
+                        batch.operations.get((token, day), 0),
+                        batch.failed.get((token, day), 0),
                     )
-                )
-            else:
-                row.count += count
-                row.first_at = min(row.first_at, first)
-                row.last_at = max(row.last_at, last)
-                update.append(row)
-        TokenUsage.objects.bulk_update(update, ["count", "first_at", "last_at"])
-        TokenUsage.objects.bulk_create(create)
-    days = set(batch.operations) | set(batch.failed)
-    for chunk in _chunks(sorted(days)):
-        existing_days = {
-            (d.token_id, d.day): d
-            for d in TokenUsageDay.objects.filter(token_id__in={k[0] for k in chunk}, day__in={k[1] for k in chunk})
-        }
-        update_days, create_days = [], []
-        for key in chunk:
-            ops, failed = batch.operations.get(key, 0), batch.failed.get(key, 0)
-            row = existing_days.get(key)
-            if row is None:
-                create_days.append(TokenUsageDay(token_id=key[0], day=key[1], operations=ops, failed_logins=failed))
-            else:
-                row.operations += ops
-                row.failed_logins += failed
-                update_days.append(row)
-        TokenUsageDay.objects.bulk_update(update_days, ["operations", "failed_logins"])
-        TokenUsageDay.objects.bulk_create(create_days)
+                    for token, day in sorted(days)
+                ],
+            )
     for token_id, times in batch.failures.items():
         _failed_logins(token_id, sorted(times))
 
