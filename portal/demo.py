@@ -107,6 +107,7 @@ def _environment(port: int, emulator_port: int, data_plane: bool) -> None:
         "DEBUG": "1",
         "ACR_ARM_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
         "ACR_CREDENTIAL": "emulator",
+        "LOG_ANALYTICS_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
         "ACR_POLLING_INTERVAL": "0.5",
         "SITE_URL": f"http://127.0.0.1:{port}",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
