@@ -19,6 +19,7 @@ class RegistryAdmin(admin.ModelAdmin):
     inlines = [ApprovalRuleInline]
     fieldsets = [
         (None, {"fields": ["name", "login_server", "subscription_id", "resource_group", "sku", "active"]}),
+        ("Usage logs", {"fields": ["log_analytics_workspace_id"]}),
         (
             "Policy",
             {

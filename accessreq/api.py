@@ -25,7 +25,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens
+from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens, usage
 from accessreq.errors import Conflict, Invalid
 from accessreq.errors import Gone as GoneError
 from accessreq.models import (
@@ -40,6 +40,8 @@ from accessreq.models import (
     SlotStatus,
     Token,
     TokenStatus,
+    TokenUsage,
+    UsageAction,
     with_details,
 )
 
@@ -518,6 +520,13 @@ class VerificationOut(Schema):
     slot: str
     error: str | None
     checks: list[CheckOut]
+class UsageOut(Schema):
+    """Pulls, pushes and deletes of one repository, from the registry's logs."""
+
+    repository: str
+    action: UsageAction
+    last_at: datetime
+    count: int
 
 
 class TokenOut(Schema):
@@ -547,6 +556,9 @@ class TokenOut(Schema):
     )
     delivery: DeliveryOut | None = Field(description="The Key Vault secret its passwords go to; null: revealed once.")
     stored_at: str | None = Field(description="Where the requester says they stored a revealed password.")
+    last_used_at: datetime | None
+    usage: list[UsageOut]
+    never_used_actions: list[str]
 
     @staticmethod
     def resolve_registry(obj: Token) -> str:
@@ -580,6 +592,14 @@ class TokenOut(Schema):
     @staticmethod
     def resolve_passwords(obj: Token) -> list[PasswordSlot]:
         return list(obj.slots.all())
+
+    @staticmethod
+    def resolve_usage(obj: Token) -> list[TokenUsage]:
+        return list(obj.usage.all())
+
+    @staticmethod
+    def resolve_never_used_actions(obj: Token) -> list[str]:
+        return usage.never_used_actions(obj, list(obj.usage.all()))
 
 
 class AuditEventOut(Schema):
@@ -628,7 +648,7 @@ def _reload(pk: int) -> AccessRequest:
 def _tokens(qs: QuerySet[Token]) -> QuerySet[Token]:
     return qs.select_related(
         "registry", "owner", "requester", "key_vault_delivery", "storage_location"
-    ).prefetch_related("slots")
+    ).prefetch_related("slots", "usage")
 
 
 def _get_token_for_user(request: HttpRequest, pk: int) -> Token:

@@ -126,13 +126,21 @@ class NewRequest:
     """The request form and its rules together: one `is_valid`, errors next to each field, and the review that
     both the preview and filing use."""
 
-    def __init__(self, requester: User, data: Any = None, renews: Token | None = None) -> None:
+    def __init__(
+        self,
+        requester: User,
+        data: Any = None,
+        renews: Token | None = None,
+        rules: list[dict] | None = None,
+    ) -> None:
         self.requester = requester
         self.renews = renews
+        # A change's starting rules: the token's own unless others are given (a suggested narrowing).
+        self.start_rules = rules if rules is not None else (renews.rules if renews is not None else None)
         self.form = RequestForm(data, requester=requester, renews=renews)
         initial: list[dict[str, Any]] | None = None if data is not None else [{}]
-        if renews is not None and data is None:
-            initial = [{"repository": r["repository"], "actions": r["actions"]} for r in renews.rules] or [{}]
+        if self.start_rules is not None and data is None:
+            initial = [{"repository": r["repository"], "actions": r["actions"]} for r in self.start_rules] or [{}]
         self.rules = RuleFormSet(data, prefix="rules", initial=initial)
         self.rule_errors: list[str] = []
         self.review: flow.Review | None = None
@@ -154,8 +162,8 @@ class NewRequest:
     def _validate(self) -> bool:
         if not self.form.is_bound:
             # A form not yet submitted: a change starts from the token's current access, for the preview.
-            if self.renews is not None:
-                self.review = self._review({}, scopes.rules_from_json(self.renews.rules))
+            if self.renews is not None and self.start_rules is not None:
+                self.review = self._review({}, scopes.rules_from_json(self.start_rules))
             return False
         form_ok = self.form.is_valid()
         rules_ok = self.rules.is_valid()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accessreq import audit, delivery, provisioning, reconcile, reminders, slots, tokens
+from accessreq import audit, delivery, provisioning, reconcile, reminders, slots, tokens, usage
 
 
 def sweep_stuck() -> int:
@@ -33,6 +33,7 @@ JOBS: dict[str, Callable[[], int]] = {
     "reconcile": reconcile.reconcile_all,
     "anchor-audit": anchor_audit,
     "rotate-delivered": delivery.rotate_due,
+    "collect-usage": usage.collect_all,
 }
 
 

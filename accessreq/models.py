@@ -55,6 +55,12 @@ class Registry(models.Model):
         help_text="Approves requests for repositories that no approval rule covers.",
     )
     active = models.BooleanField(default=True)
+    log_analytics_workspace_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The Log Analytics workspace (its id, a GUID) that this registry's diagnostic settings send "
+        "ContainerRegistryLoginEvents and ContainerRegistryRepositoryEvents to. Empty: token usage is not collected.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -284,6 +290,8 @@ class Token(models.Model):
     verification = models.JSONField(null=True, blank=True)
     # Its outcome, kept beside it so lists can filter: None until a password was checked.
     verified_ok = models.BooleanField(null=True, blank=True)
+    # The last successful login or repository operation seen in the registry's logs (accessreq/usage.py).
+    last_used_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["registry", "name"]
@@ -579,3 +587,73 @@ class StorageLocation(models.Model):
 
     def __str__(self) -> str:
         return self.location
+# Token usage, collected from the registries' diagnostic logs (accessreq/usage.py).
+
+
+class UsageAction(models.TextChoices):
+    PULL = "pull", "Pull"
+    PUSH = "push", "Push"
+    DELETE = "delete", "Delete"
+
+
+class TokenUsage(models.Model):
+    """How often, and when last, a token pulled, pushed or deleted in one repository."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="usage")
+    repository = models.CharField(max_length=255)
+    action = models.CharField(max_length=8, choices=UsageAction.choices)
+    count = models.PositiveBigIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["repository", "action"]
+        constraints = [
+            models.UniqueConstraint(fields=["token", "repository", "action"], name="one_usage_per_repository_action")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token} {self.action} {self.repository}"
+
+
+class TokenUsageDay(models.Model):
+    """A token's operations and failed logins on one day (UTC), for its 30-day sparkline."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    operations = models.PositiveIntegerField(default=0)
+    failed_logins = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["day"]
+        constraints = [models.UniqueConstraint(fields=["token", "day"], name="one_usage_day_per_token")]
+
+
+class UsageCursor(models.Model):
+    """How far collect-usage has read one log table of one registry: events up to `watermark`, and the keys of
+    those within the overlap read again next time (so they are not counted twice)."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="usage_cursors")
+    table = models.CharField(max_length=64)
+    watermark = models.DateTimeField(null=True, blank=True)
+    recent_keys = models.JSONField(default=dict, help_text="Event key -> its time, for events in the overlap.")
+    version = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["registry", "table"], name="one_cursor_per_table")]
+
+
+class FailedLoginBurst(models.Model):
+    """Failed logins for one token close together; its owner and security are alerted once per burst."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="failed_login_bursts")
+    started_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    recent = models.JSONField(default=list, help_text="Times of the latest failures, at most the alert threshold.")
+    alerted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_at"]
+        indexes = [models.Index(fields=["token", "last_at"])]

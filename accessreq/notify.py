@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from accessreq.models import AccessRequest, Token
+from accessreq.models import AccessRequest, FailedLoginBurst, Token
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def failed(req: AccessRequest, reason: str) -> None:
     admins = get_user_model().objects.filter(is_superuser=True, is_active=True).values_list("email", flat=True)
     _send(
         f"Request #{req.pk} could not be provisioned",
-        f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: "
-        f"{_link(req.get_absolute_url())}\n",
+        f"{_describe(req)}\nWhat went wrong: {reason}\n\nAn admin can retry it here: {_link(req.get_absolute_url())}\n",
         [req.requester.email, *admins],
     )
 
@@ -113,6 +112,13 @@ def orphaned(token: Token, team_email: str, security: list[str]) -> None:
 def reminder_digest(address: str, items: list) -> None:
     lines = []
     for item in sorted(items, key=lambda i: i.due):
+        if item.subject == "unused":
+            since = f"since {item.due:%Y-%m-%d}" if item.token.last_used_at else "ever"
+            lines.append(
+                f"- {item.token.name} in {item.token.registry} has not been used {since}: retire it? "
+                f"{_link(item.token.get_absolute_url())}"
+            )
+            continue
         what = "is retired" if item.subject == "retirement" else f"password {item.subject} expires"
         lines.append(
             f"- {item.token.name} in {item.token.registry} {what} on {item.due:%Y-%m-%d} "
@@ -134,5 +140,16 @@ def delivery_failed(token: Token, destination: str, reason: str, security: list[
         f"The portal could not put a new password for token {token.name} in {token.registry} into "
         f"{destination}.\nWhat went wrong: {reason}\n\nThe previous password stays in the vault and keeps working "
         f"until it expires. An admin can retry: {_link(token.get_absolute_url())}\n",
+        [token.owner.email, *security],
+    )
+
+
+def failed_login_burst(token: Token, burst: FailedLoginBurst, security: list[str]) -> None:
+    _send(
+        f"Failed logins for token {token.name}",
+        f"The registry {token.registry} refused {burst.count} logins as token {token.name} "
+        f"between {burst.started_at:%Y-%m-%d %H:%M} and {burst.last_at:%H:%M} UTC.\n"
+        "Something holds an old or wrong password (or someone is guessing). Find the client, give it the current "
+        f"password, or rotate:\n{_link(token.get_absolute_url())}\n",
         [token.owner.email, *security],
     )

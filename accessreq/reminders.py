@@ -12,8 +12,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accessreq import audit, notify
+from accessreq import audit, notify, usage
 from accessreq.models import Digest, Reminder, SlotStatus, Team, Token, TokenStatus
+
+UNUSED = "unused"  # a Due subject: suggested for retirement, as nothing used it for STALE_DAYS
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ def due_reminders(now: datetime) -> list[Due]:
                     continue  # being rotated out: its expiry no longer matters
                 if (days := _threshold(slot.expires_at, now)) is not None:
                     found.append(Due(token, slot.name, slot.expires_at, days))
+    # Tokens nobody used for STALE_DAYS: once per idle spell (the spell starts at the last use).
+    for token in usage.stale_tokens(now):
+        if not token.let_expire:
+            found.append(Due(token, UNUSED, token.last_used_at or token.created_at, 0))
     return found
 
 

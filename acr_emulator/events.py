@@ -37,7 +37,9 @@ def _address(value: str) -> str:
     return host.strip("[]")
 
 
-def repository_row(event: dict[str, Any], login_server: str, resource_id: str) -> dict[str, Any] | None:
+def repository_row(
+    event: dict[str, Any], login_server: str, resource_id: str, subscription_id: str = ""
+) -> dict[str, Any] | None:
     """One Distribution notification event as a ContainerRegistryRepositoryEvents row; None for what ACR's table
     would not hold (blob transfers, mounts)."""
     action = event.get("action")
@@ -53,6 +55,7 @@ def repository_row(event: dict[str, Any], login_server: str, resource_id: str) -
         when = format_time(utcnow())
     return {
         "TimeGenerated": when,
+        "Category": REPOSITORY_TABLE,
         "OperationName": _OPERATIONS[action],
         "LoginServer": login_server,
         "Identity": (event.get("actor") or {}).get("name", ""),
@@ -60,13 +63,20 @@ def repository_row(event: dict[str, Any], login_server: str, resource_id: str) -
         "Tag": target.get("tag", ""),
         "Digest": target.get("digest", ""),
         "MediaType": target.get("mediaType", ""),
-        "Size": target.get("size") or target.get("length") or 0,
+        "ArtifactType": "",
+        "Size": int(target.get("size") or target.get("length") or 0),
         "CallerIpAddress": _address(str(request.get("addr", ""))),
         "UserAgent": request.get("useragent", ""),
         "CorrelationId": request.get("id", ""),
         "ResultType": "Succeeded",
         "ResultDescription": "",
+        # A string column in ACR's schema; Distribution's notifications carry no duration.
+        "DurationMs": "",
+        "Region": "",
+        "UserTenantId": "",
         "_ResourceId": resource_id,
+        "_SubscriptionId": subscription_id,
+        "Type": REPOSITORY_TABLE,
         # Not an ACR column: Distribution's own event id, so a redelivered envelope is recorded once.
         "EventId": event.get("id", ""),
     }
@@ -98,10 +108,13 @@ class RegistryEvents:
             registry = self.data_plane.registry_for(self.state, self.data_plane.address or "")
             login_server = self.data_plane.address or ""
             resource_id = registry.id if registry is not None else ""
+            subscription_id = registry.subscription_id if registry is not None else ""
             seen = {row.get("EventId") for row in self.state.events[REPOSITORY_TABLE]}
             recorded = 0
             for event in events:
-                row = repository_row(event, login_server, resource_id) if isinstance(event, dict) else None
+                row = None
+                if isinstance(event, dict):
+                    row = repository_row(event, login_server, resource_id, subscription_id)
                 if row is None or (row["EventId"] and row["EventId"] in seen):
                     continue
                 self.state.record_event(REPOSITORY_TABLE, row)
@@ -125,5 +138,6 @@ class RegistryEvents:
         with self.state.lock:
             for rows in self.state.events.values():
                 rows.clear()
+            self.state.events_in_order = dict.fromkeys(self.state.events, True)
         self.on_change()
         return Response(204)

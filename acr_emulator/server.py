@@ -2,7 +2,7 @@
 the `/_emulator/` admin endpoints and state-file persistence.
 
 Besides the ARM API (`api.py`), the one server routes each other service's own table: the token server
-(`tokenserver.py`) and the data plane's events (`events.py`).
+(`tokenserver.py`), the data plane's events (`events.py`) and the Log Analytics query API (`loganalytics.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from acr_emulator.dataplane import DataPlaneConfig
 from acr_emulator.events import RegistryEvents
 from acr_emulator.faults import STATUS_CODES, Fault, FaultBook
 from acr_emulator.keyvault import KeyVault
+from acr_emulator.loganalytics import LogAnalytics
 from acr_emulator.state import State
 from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME, SigningKey, TokenServer
 
@@ -77,9 +78,12 @@ class EmulatorServer(ThreadingHTTPServer):
             self.state, self.api.data_plane, self.signing_key, self._changed, token_lifetime=token_lifetime
         )
         self.events = RegistryEvents(self.state, self.api.data_plane, self._changed)
+        self.log_analytics = LogAnalytics(self.state)
         self.service_routes: dict[tuple[str, str], ServiceHandler] = {}
         for service in (self.token_server, self.events):
             self.service_routes.update(service.routes)
+        # Services whose paths carry parameters answer `match(method, path)` themselves.
+        self.pattern_services = [self.log_analytics]
         self.set_data_plane(data_plane, data_plane_registry)
         super().__init__(address, EmulatorHandler)
         # Key Vault: its vaults, secrets and TLS certificate beside the state file; each vault on a port of its own.
@@ -241,8 +245,15 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         """Answer from another service's routes table (token server, events); False when none has the path."""
         routes = self.server.service_routes
         handler = routes.get((self.command, path.rstrip("/") or "/"))
+        known = handler is not None or any(p == path.rstrip("/") for _, p in routes)
+        for service in self.server.pattern_services:
+            if known:
+                break
+            found = service.match(self.command, path)
+            if found is not False:
+                known, handler = True, (found if callable(found) else None)
         if handler is None:
-            if not any(p == path.rstrip("/") for _, p in routes):
+            if not known:
                 return False
             response = Response(405, {"errors": [{"code": "UNSUPPORTED", "message": f"{self.command} not allowed"}]})
         else:

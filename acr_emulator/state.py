@@ -201,6 +201,8 @@ class State:
         self.events: dict[str, deque[dict[str, Any]]] = {
             table: deque(maxlen=MAX_EVENTS_PER_TABLE) for table in EVENT_TABLES
         }
+        # Whether each table's rows are in TimeGenerated order (the usual case), which lets queries seek by time.
+        self.events_in_order: dict[str, bool] = dict.fromkeys(EVENT_TABLES, True)
 
     def clear(self) -> None:
         with self.lock:
@@ -208,11 +210,15 @@ class State:
             self.operations.clear()
             for rows in self.events.values():
                 rows.clear()
+            self.events_in_order = dict.fromkeys(EVENT_TABLES, True)
 
     def record_event(self, table: str, row: dict[str, Any]) -> None:
         """Append a row to one of EVENT_TABLES; the oldest row goes once the table is full."""
         with self.lock:
-            self.events[table].append(row)
+            rows = self.events[table]
+            if rows and str(row.get("TimeGenerated", "")) < str(rows[-1].get("TimeGenerated", "")):
+                self.events_in_order[table] = False
+            rows.append(row)
 
     def to_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -238,7 +244,8 @@ class State:
                 self.operations[raw["id"]] = Operation(**raw)
             for table, rows in (data.get("events") or {}).items():
                 if table in self.events:
-                    self.events[table].extend(rows)
+                    for row in rows:
+                        self.record_event(table, row)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically, so a crash mid-write never leaves a half file behind."""

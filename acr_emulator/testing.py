@@ -250,3 +250,23 @@ def make_client(
         **kwargs,
     )
 
+
+def make_logs_client(url: str, **kwargs: Any) -> Any:
+    """The real azure-monitor-query LogsQueryClient, pointed at the emulator's Log Analytics query API, with the
+    same static bearer as make_client (the SDK's bearer policy refuses plain http)."""
+    from azure.core.credentials import AccessToken
+    from azure.core.pipeline import PipelineRequest
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+    from azure.monitor.query import LogsQueryClient
+
+    class StaticBearerPolicy(SansIOHTTPPolicy):
+        def on_request(self, request: PipelineRequest) -> None:
+            request.http_request.headers["Authorization"] = "Bearer emulator"
+
+    class UnusedCredential:
+        def get_token(self, *scopes: str, **kw: Any) -> AccessToken:
+            return AccessToken("emulator", 2**31)
+
+    kwargs.setdefault("authentication_policy", StaticBearerPolicy())
+    kwargs.setdefault("retry_total", 0)
+    return LogsQueryClient(UnusedCredential(), endpoint=url, **kwargs)

@@ -244,6 +244,7 @@ class TokenServer:
         response: Response
         failure: str | None
         granted: list[dict[str, Any]] = []
+        jwt_id = ""
         if not service:
             failure = "no service"
             response = Response(400, {"errors": [{"code": "INVALID_REQUEST", "message": "service is required"}]})
@@ -258,17 +259,19 @@ class TokenServer:
             failure = result.failure
             if result.ok:
                 granted = grant(list(result.actions), scopes)
-                response = Response(200, self._issue(result.token.name if result.token else identity, service, granted))
+                jwt_id = secrets.token_hex(16)
+                subject = result.token.name if result.token else identity
+                response = Response(200, self._issue(subject, service, granted, jwt_id))
             else:
                 # The client learns only that it failed; the reason goes to the login log.
                 response = _unauthorized("authentication required: the token name or password is not valid")
-        self._record(req, registry, service, identity, response.status, failure, scopes, granted, started)
+        self._record(req, registry, service, identity, response.status, failure, scopes, granted, started, jwt_id)
         return response
 
-    def _issue(self, subject: str, service: str, access: list[dict[str, Any]]) -> dict[str, Any]:
+    def _issue(self, subject: str, service: str, access: list[dict[str, Any]], jwt_id: str) -> dict[str, Any]:
         now = int(time.time())
         claims = {
-            "jti": secrets.token_hex(16),
+            "jti": jwt_id,
             "sub": subject,
             "nbf": now,
             "exp": now + self.token_lifetime,
@@ -295,9 +298,11 @@ class TokenServer:
         scopes: list[Scope],
         granted: list[dict[str, Any]],
         started: float,
+        jwt_id: str,
     ) -> None:
         row = {
             "TimeGenerated": format_time(utcnow()),
+            "Category": LOGIN_TABLE,
             "OperationName": "Login",
             "LoginServer": service,
             "Identity": identity,
@@ -305,9 +310,15 @@ class TokenServer:
             "UserAgent": req.headers.get("user-agent", ""),
             "ResultType": str(status),
             "ResultDescription": failure or "Succeeded",
-            "DurationMs": round((time.monotonic() - started) * 1000, 1),
+            # A string column in ACR's schema.
+            "DurationMs": str(round((time.monotonic() - started) * 1000)),
             "CorrelationId": secrets.token_hex(8),
+            # The issued JWT's jti; empty when nothing was issued.
+            "JwtId": jwt_id,
+            "Region": "",
             "_ResourceId": registry.id if registry is not None else "",
+            "_SubscriptionId": registry.subscription_id if registry is not None else "",
+            "Type": LOGIN_TABLE,
             # Not ACR columns: what the client asked for and what its token holds.
             "ScopesRequested": [str(s) for s in scopes],
             "ScopesGranted": [f"repository:{a['name']}:{','.join(a['actions'])}" for a in granted],

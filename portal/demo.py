@@ -108,6 +108,7 @@ def _environment(port: int, emulator_port: int, data_plane: bool, var_dir: Path)
         "DEBUG": "1",
         "ACR_ARM_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
         "ACR_CREDENTIAL": "emulator",
+        "LOG_ANALYTICS_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
         "ACR_POLLING_INTERVAL": "0.5",
         # The emulator's Key Vault speaks HTTPS with a certificate it made, kept beside its state.
         "KEY_VAULT_CREDENTIAL": "emulator",

@@ -318,6 +318,7 @@ JOB_SCHEDULE = {
     "reconcile": 6 * 3600.0,
     "anchor-audit": 600.0,
     "rotate-delivered": 600.0,
+    "collect-usage": 900.0,
 }
 CELERY_BEAT_SCHEDULE = {
     name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
@@ -468,3 +469,24 @@ KEY_VAULT_TIMEOUT = envint("KEY_VAULT_TIMEOUT", 30)
 # After a delivered token's password is rotated, how long the old one keeps working, so that consumers of the
 # secret (Secrets Store CSI driver, External Secrets) pick up the new version first.
 KEY_VAULT_ROTATION_GRACE_HOURS = envint("KEY_VAULT_ROTATION_GRACE_HOURS", 24)
+
+# Token usage from each registry's diagnostic logs in Log Analytics (accessreq/loganalytics.py, accessreq/usage.py).
+# LOG_ANALYTICS_CREDENTIAL: "default" (DefaultAzureCredential) or "emulator" (a static bearer over http, for the
+# local emulator); it follows ACR_CREDENTIAL unless set.
+LOG_ANALYTICS_ENDPOINT = env("LOG_ANALYTICS_ENDPOINT", "https://api.loganalytics.io").rstrip("/")
+LOG_ANALYTICS_CREDENTIAL = env("LOG_ANALYTICS_CREDENTIAL", ACR_CREDENTIAL)
+if LOG_ANALYTICS_CREDENTIAL not in {"default", "emulator"}:
+    raise ImproperlyConfigured("LOG_ANALYTICS_CREDENTIAL must be 'default' or 'emulator'.")
+LOG_ANALYTICS_TIMEOUT = envint("LOG_ANALYTICS_TIMEOUT", 60)
+# Events are read again this far behind the watermark (Log Analytics ingests late) and deduplicated by key.
+USAGE_OVERLAP_MINUTES = envint("USAGE_OVERLAP_MINUTES", 15)
+USAGE_PAGE_SIZE = envint("USAGE_PAGE_SIZE", 5000)
+USAGE_MAX_EVENTS_PER_RUN = envint("USAGE_MAX_EVENTS_PER_RUN", 200_000)
+# Where a registry's first collection starts.
+USAGE_BACKFILL_DAYS = envint("USAGE_BACKFILL_DAYS", 30)
+# FAILED_LOGIN_BURST failed logins for one token within FAILED_LOGIN_BURST_MINUTES alert its owner and security.
+FAILED_LOGIN_BURST = envint("FAILED_LOGIN_BURST", 5)
+FAILED_LOGIN_BURST_MINUTES = envint("FAILED_LOGIN_BURST_MINUTES", 10)
+# Actions unused this long are suggested for removal; tokens unused this long for retirement.
+LEAST_PRIVILEGE_DAYS = envint("LEAST_PRIVILEGE_DAYS", 30)
+STALE_DAYS = envint("STALE_DAYS", 30)

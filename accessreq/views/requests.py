@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, flow, scopes, slots
+from accessreq import access, flow, scopes, slots, usage
 from accessreq.errors import DomainError, Gone
 from accessreq.forms import NewRequest
 from accessreq.models import (
@@ -82,7 +82,10 @@ def request_new(request: AuthedRequest) -> HttpResponse:
     renews = _token_to_change(request)
     base = {"renews": renews}
     if request.method == "GET":
-        new = NewRequest(request.user, renews=renews)
+        # ?rule=repository:action,action (repeated) prefills a change with other rules, e.g. a narrower access
+        # suggested from the token's usage; only with ?renew=, and only as a starting point for the form.
+        prefill = usage.rules_from_query(request.GET.getlist("rule")) if renews else None
+        new = NewRequest(request.user, renews=renews, rules=prefill or None)
         preview = _preview(new) if renews else None
         return render(request, "accessreq/request_new.html", {**base, "new": new, "preview": preview})
     if "add_rule" in request.POST:
@@ -298,5 +301,3 @@ def new_password(request: AuthedRequest, pk: int) -> HttpResponse:
         lambda: slots.request_new_password(slot, request.user, request),
         "A new password is being generated. This page shows when it is ready.",
     )
-
-

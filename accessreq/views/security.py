@@ -19,7 +19,7 @@ from accessreq import access, acr, enqueue, reconcile
 from accessreq.errors import DomainError
 from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
 from accessreq.views.common import AuthedRequest, act, paginate
-from accessreq.views.tokens import FLAGS, annotated, by_attention
+from accessreq.views.tokens import FLAGS, USED_FILTERS, annotated, by_attention
 
 
 @login_required
@@ -30,6 +30,7 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
     counts = {key: tokens.filter(q).count() for key, (_, q) in FLAGS.items()}
     context = {
         "counts": counts,
+        "usage_counts": {key: (label, tokens.filter(q()).count()) for key, (label, q) in USED_FILTERS.items()},
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         "attention": by_attention(tokens.filter(Q(orphaned_at__isnull=False) | Q(drift_actions__isnull=False)))[:10],
         "registries": Registry.objects.filter(active=True).annotate(

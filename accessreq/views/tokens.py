@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, delivery, reconcile, slots, tokens
+from accessreq import access, delivery, reconcile, slots, tokens, usage
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     KeyVaultDelivery,
@@ -35,6 +35,19 @@ FLAGS = {
     "expired": ("Every password expired", Q(in_use=0, expired__gt=0)),
     "risky": ("Write, delete, wildcard or partner", Q(risky=True)),
     "unverified": ("Password not proven at the registry", Q(verified_ok=False)),
+}
+
+
+def _unused_for(days: int) -> Q:
+    cutoff = timezone.now() - timedelta(days=days)
+    return Q(last_used_at__lt=cutoff) | Q(last_used_at__isnull=True, created_at__lt=cutoff)
+
+
+# Filters on what the registry's logs say (see accessreq/usage.py); computed per request, as they move with time.
+USED_FILTERS = {
+    "never": ("Never used", lambda: Q(last_used_at__isnull=True)),
+    "unused-30": ("Unused for 30 days", lambda: _unused_for(30)),
+    "stale": ("Suggested for retirement (unused)", lambda: usage.stale_q()),
 }
 
 
@@ -73,12 +86,17 @@ def token_list(request: AuthedRequest) -> HttpResponse:
     flag = request.GET.get("flag", "")
     if flag in FLAGS:
         qs = qs.filter(FLAGS[flag][1])
+    used = request.GET.get("used", "")
+    if used in USED_FILTERS:
+        qs = qs.filter(USED_FILTERS[used][1]())
     page = paginate(request, by_attention(qs))
-    query = {k: v for k, v in {"status": status, "flag": flag}.items() if v}
+    query = {k: v for k, v in {"status": status, "flag": flag, "used": used}.items() if v}
     context = {
         "page": page,
         "status": status,
         "flag": flag,
+        "used": used,
+        "used_filters": {k: label for k, (label, _) in USED_FILTERS.items()},
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         "statuses": TokenStatus.choices,
         "extra_query": urlencode(query),
@@ -101,6 +119,7 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
         "history": token.renewals.order_by("-created_at")[:10],
         "grace_days": settings.ROTATION_GRACE_DAYS,
         **_delivery_context(request, token),
+        **_usage_context(token),
     }
 
 
@@ -112,6 +131,25 @@ def _delivery_context(request: AuthedRequest, token: Token) -> dict[str, object]
         "key_vault_delivery": KeyVaultDelivery.objects.filter(token=token).first(),
         "storage_location": StorageLocation.objects.filter(token=token).select_related("recorded_by").first(),
         "can_record_storage": access.can_record_storage(token, request.user),
+    }
+
+
+def _usage_context(token: Token) -> dict[str, object]:
+    rows = usage.usage_rows(token)
+    days = usage.daily(token)
+    advice = usage.advise(token, rows)
+    return {
+        "usage_collected": bool(token.registry.log_analytics_workspace_id),
+        "usage_rows": rows,
+        "never_used": usage.never_used_actions(token, rows),
+        "advice": advice,
+        "narrow_query": urlencode({"renew": token.pk, "rule": usage.rules_query(advice.rules)}, doseq=True)
+        if advice.rules
+        else "",
+        "sparkline": usage.sparkline(days),
+        "usage_days": days,
+        "usage_total": sum(d[1] for d in days),
+        "failed_total": sum(d[2] for d in days),
     }
 
 

@@ -76,6 +76,8 @@ class Command(BaseCommand):
                     "login_server": login_server,
                     "sku": Sku.STANDARD,
                     "admin_group": groups["registry-admins"],
+                    # The emulator answers for any workspace id: token usage is collected in the demo too.
+                    "log_analytics_workspace_id": "00000000-0000-4000-8000-00000000de70",
                 },
             )
             for pattern, group_name in RULES.items():
