@@ -275,3 +275,17 @@ def security_emails() -> list[str]:
         .distinct()
     )
 
+
+
+# --- security's tools ----------------------------------------------------------------------------------------------
+
+
+def registry_named_for_security(user: User, name: str) -> Registry:
+    """A registry by its name, for security's questions about it (who can, exports): 403 for others, then 404."""
+    require_security(user)
+    return _first_or_404(Registry.objects.filter(name__iexact=name.strip()), "No such registry.")
+
+
+def get_any_token_for_security(user: User, pk: int) -> Token:
+    require_security(user)
+    return _first_or_404(Token.objects.select_related("registry", "owner").filter(pk=pk), "No such token.")

@@ -25,7 +25,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens
+from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens, whocan
 from accessreq.errors import Conflict, Invalid
 from accessreq.errors import Gone as GoneError
 from accessreq.models import (
@@ -759,3 +759,35 @@ def list_audit(
         qs = qs.filter(action__startswith=action)
     return qs
 
+
+
+# Security's tools ----------------------------------------------------------------------------------------------
+
+
+class AccessOut(Schema):
+    token: str
+    owner: str | None = Field(description="The owner's username; null for a token the portal did not make.")
+    status: str
+    actions: list[str] = Field(description="Among `pull`, `push`, `delete`.")
+    via: list[str] = Field(
+        description="The scope-map actions that grant them, e.g. `repositories/myapp/*/content/write`."
+    )
+    managed: bool
+    team: str
+    scope_map: str
+    expires_at: datetime | None
+    retire_on: date | None
+    last_used_at: datetime | None
+
+
+@api.get(
+    "/registries/{name}/access", response=_responses({200: list[AccessOut]}, 400, 403, 404), tags=["security"]
+)
+def registry_access(
+    request: HttpRequest,
+    name: Annotated[str, Path(max_length=50)],
+    repository: Annotated[str, Query(max_length=256)],
+) -> list[dict[str, Any]]:
+    """Every token that can pull, push or delete in `repository` (which need not exist yet), for security staff."""
+    registry = access.registry_named_for_security(request.user, name)
+    return [grant.as_json() for grant in whocan.who_can(registry, repository)]

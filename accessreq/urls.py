@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accessreq.views import api_keys, health, requests, security, tokens
+from accessreq.views import api_keys, health, requests, security, security_tools, tokens
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -37,4 +37,6 @@ urlpatterns = [
     path("unmanaged/<int:pk>/disable", security.unmanaged_disable, name="unmanaged_disable"),
     path("api-keys/", api_keys.api_keys, name="api_keys"),
     path("api-keys/<int:pk>/revoke", api_keys.api_key_revoke, name="api_key_revoke"),
+    # Security's tools
+    path("security/who-can", security_tools.who_can, name="who_can"),
 ]

@@ -69,6 +69,10 @@ GETS = [
     ("/requests/new?renew={T}", {"alice": 200, "dave": 404, "bob": 403, "carol": 403, "sam": 200, "root": 200}),
     ("/security/", SECURITY_ONLY),
     ("/api-keys/", ALL_SIGNED_IN),
+    # Security's tools
+    ("/security/who-can", SECURITY_ONLY),
+    ("/security/who-can?registry=contosotest&repository=myapp/api", SECURITY_ONLY),
+    ("/security/who-can?token={T}", SECURITY_ONLY),
 ]
 
 # (path, body, {user: status}) in the order the users act: the allowed, state-changing one last.
