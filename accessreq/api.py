@@ -25,7 +25,7 @@ from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens, whocan
+from accessreq import access, acr, apikeys, exports, flow, ratelimit, scopes, slots, tokens, whocan
 from accessreq.errors import Conflict, Invalid
 from accessreq.errors import Gone as GoneError
 from accessreq.models import (
@@ -791,3 +791,27 @@ def registry_access(
     """Every token that can pull, push or delete in `repository` (which need not exist yet), for security staff."""
     registry = access.registry_named_for_security(request.user, name)
     return [grant.as_json() for grant in whocan.who_can(registry, repository)]
+
+
+ExportFormat = Annotated[str, Query(pattern=r"^(csv|json)$", description="`csv` or `json` (a JSON array).")]
+
+
+@api.get("/export/tokens", response=_responses({}, 400, 403), tags=["security"])
+def export_tokens(request: HttpRequest, format: ExportFormat = "csv") -> HttpResponse:  # noqa: A002
+    """The token inventory as a streamed CSV or JSON attachment, for security staff. No secret is in it."""
+    access.require_security(request.user)
+    return exports.export_tokens(format)
+
+
+@api.get("/export/audit", response=_responses({}, 400, 403), tags=["security"])
+def export_audit(
+    request: HttpRequest,
+    format: ExportFormat = "csv",  # noqa: A002
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
+) -> HttpResponse:
+    """The audit log between `since` and `until` (ISO dates or date-times, either end open), oldest first,
+    optionally by action prefix, streamed as CSV or JSON, for security staff."""
+    access.require_security(request.user)
+    return exports.export_audit(format, since=since, until=until, action=action)

@@ -39,4 +39,6 @@ urlpatterns = [
     path("api-keys/<int:pk>/revoke", api_keys.api_key_revoke, name="api_key_revoke"),
     # Security's tools
     path("security/who-can", security_tools.who_can, name="who_can"),
+    path("security/export/tokens", security_tools.export_tokens, name="export_tokens"),
+    path("security/export/audit", security_tools.export_audit, name="export_audit"),
 ]

@@ -73,6 +73,8 @@ GETS = [
     ("/security/who-can", SECURITY_ONLY),
     ("/security/who-can?registry=contosotest&repository=myapp/api", SECURITY_ONLY),
     ("/security/who-can?token={T}", SECURITY_ONLY),
+    ("/security/export/tokens?format=json", SECURITY_ONLY),
+    ("/security/export/audit?format=csv", SECURITY_ONLY),
 ]
 
 # (path, body, {user: status}) in the order the users act: the allowed, state-changing one last.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from accessreq import access, whocan
+from accessreq import access, exports, whocan
 from accessreq.errors import Invalid
-from accessreq.models import Registry
+from accessreq.models import Registry, Token
 from accessreq.views.common import AuthedRequest
 
 
@@ -40,3 +40,35 @@ def who_can(request: AuthedRequest) -> HttpResponse:
         unmanaged = access.get_unmanaged_for_security(request.user, int(unmanaged_id))
         context.update(reach_token=unmanaged, reach=whocan.unmanaged_reach(unmanaged))
     return render(request, "accessreq/who_can.html", context, status=status)
+
+
+@login_required
+@require_GET
+def export_tokens(request: AuthedRequest) -> HttpResponse:
+    """The token inventory, every token the portal tracks (optionally of one registry or status)."""
+    access.require_security(request.user)
+    qs = Token.objects.all()
+    if registry := request.GET.get("registry", "").strip():
+        qs = qs.filter(registry=access.registry_named_for_security(request.user, registry))
+    if status := request.GET.get("status", "").strip():
+        qs = qs.filter(status=status)
+    try:
+        return exports.export_tokens(request.GET.get("format", "csv"), qs)
+    except Invalid as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+
+@login_required
+@require_GET
+def export_audit(request: AuthedRequest) -> HttpResponse:
+    """The audit log over a time range, optionally by action prefix, oldest first."""
+    access.require_security(request.user)
+    try:
+        return exports.export_audit(
+            request.GET.get("format", "csv"),
+            since=request.GET.get("since"),
+            until=request.GET.get("until"),
+            action=request.GET.get("action"),
+        )
+    except Invalid as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
