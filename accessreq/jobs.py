@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accessreq import audit, provisioning, reconcile, reminders, slots, tokens
+from accessreq import audit, provisioning, reconcile, reminders, reviews, slots, tokens
 
 
 def sweep_stuck() -> int:
@@ -32,6 +32,8 @@ JOBS: dict[str, Callable[[], int]] = {
     "send-reminders": reminders.send_reminders,
     "reconcile": reconcile.reconcile_all,
     "anchor-audit": anchor_audit,
+    "remind-reviews": reviews.remind_reviews,
+    "close-reviews": reviews.close_reviews,
 }
 
 

@@ -316,6 +316,8 @@ JOB_SCHEDULE = {
     "send-reminders": 3600.0,
     "reconcile": 6 * 3600.0,
     "anchor-audit": 600.0,
+    "remind-reviews": 3600.0,
+    "close-reviews": 3600.0,
 }
 CELERY_BEAT_SCHEDULE = {
     name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
