@@ -794,16 +794,27 @@ def registry_access(
 
 
 ExportFormat = Annotated[str, Query(pattern=r"^(csv|json)$", description="`csv` or `json` (a JSON array).")]
+EXPORTED = {
+    "responses": {
+        "200": {
+            "description": "A streamed attachment: CSV with a header row, or a JSON array of objects.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
+        }
+    }
+}
 
 
-@api.get("/export/tokens", response=_responses({}, 400, 403), tags=["security"])
+@api.get("/export/tokens", response=_responses({}, 400, 403), tags=["security"], openapi_extra=EXPORTED)
 def export_tokens(request: HttpRequest, format: ExportFormat = "csv") -> HttpResponse:  # noqa: A002
     """The token inventory as a streamed CSV or JSON attachment, for security staff. No secret is in it."""
     access.require_security(request.user)
     return exports.export_tokens(format)
 
 
-@api.get("/export/audit", response=_responses({}, 400, 403), tags=["security"])
+@api.get("/export/audit", response=_responses({}, 400, 403), tags=["security"], openapi_extra=EXPORTED)
 def export_audit(
     request: HttpRequest,
     format: ExportFormat = "csv",  # noqa: A002

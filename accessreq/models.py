@@ -583,3 +583,63 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.review}: {self.token}"
+
+
+# --- outgoing webhooks ---------------------------------------------------------------------------------------------
+
+
+class WebhookKind(models.TextChoices):
+    GENERIC = "generic", "Generic JSON"
+    TEAMS = "teams", "Microsoft Teams incoming webhook"
+    SLACK = "slack", "Slack incoming webhook"
+
+
+class WebhookEndpoint(models.Model):
+    """Where security events are posted, signed with HMAC-SHA256 under `secret`. Registered by an admin."""
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=200, help_text="Signs each payload (X-Portal-Signature); the receiver checks it with the same value."
+    )
+    kind = models.CharField(max_length=16, choices=WebhookKind.choices, default=WebhookKind.GENERIC)
+    # Event names to send, e.g. ["password.reveal_refused"]; empty sends every security event.
+    events = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, and how sending it went."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint}"

@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from accessreq import access, acr, audit, notify, scopes, tokens, whocan
+from accessreq import access, acr, alerts, audit, notify, scopes, tokens, whocan
 from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
     SLOTS_IN_USE,
@@ -299,7 +299,15 @@ def close_reviews() -> int:
                 state=ReviewState.CLOSED, closed_at=timezone.now()
             ):
                 continue
-            audit.record("review.closed", actor=None, target=review, details=progress(review).as_json())
+            counts = progress(review).as_json()
+            audit.record("review.closed", actor=None, target=review, details=counts)
+            if counts["overdue"]:
+                alerts.raise_(
+                    "review.overdue",
+                    f"{counts['overdue']} token(s) were not answered in access review “{review.name}”",
+                    target=review,
+                    details={**counts, "unanswered": review.unanswered},
+                )
             closed += 1
             if review.recurrence == ReviewRecurrence.QUARTERLY:
                 due = _next_due(review.due_on)
