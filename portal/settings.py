@@ -348,6 +348,12 @@ PROVISIONING_MAX_ATTEMPTS = envint("PROVISIONING_MAX_ATTEMPTS", 8)
 PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
 PAGE_SIZE = envint("PAGE_SIZE", 25)
 
+# Security's tools: access review reminders (days before the due date) and outgoing webhooks.
+REVIEW_REMINDER_DAYS = tuple(int(d) for d in env("REVIEW_REMINDER_DAYS", "7,1").split(",") if d.strip())
+WEBHOOK_TIMEOUT = float(env("WEBHOOK_TIMEOUT", "10"))
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6)
+WEBHOOK_RETRY_SECONDS = float(env("WEBHOOK_RETRY_SECONDS", "10"))
+
 
 # The cache holds rate-limit counters: Redis when configured, so every web process counts together. A Redis that is
 # down or hung must fail a call in well under a second: the rate limiter then lets the request through
