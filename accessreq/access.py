@@ -24,10 +24,12 @@ from accessreq import routing
 from accessreq.errors import Forbidden
 from accessreq.models import (
     AccessRequest,
+    AccessReview,
     ApprovalRequirement,
     PasswordSlot,
     Registry,
     RequestStatus,
+    ReviewItem,
     Token,
     TokenStatus,
     UnmanagedToken,
@@ -280,3 +282,47 @@ def security_emails() -> list[str]:
         .distinct()
     )
 
+
+
+# --- security's tools ----------------------------------------------------------------------------------------------
+
+
+def registry_named_for_security(user: User, name: str) -> Registry:
+    """A registry by its name, for security's questions about it (who can, exports): 403 for others, then 404."""
+    require_security(user)
+    return _first_or_404(Registry.objects.filter(name__iexact=name.strip()), "No such registry.")
+
+
+def get_any_token_for_security(user: User, pk: int) -> Token:
+    require_security(user)
+    return _first_or_404(Token.objects.select_related("registry", "owner").filter(pk=pk), "No such token.")
+
+
+def get_review_for_security(user: User, pk: int) -> AccessReview:
+    require_security(user)
+    return _first_or_404(AccessReview.objects.select_related("registry", "created_by").filter(pk=pk), "No such review.")
+
+
+def review_items_for(user: User) -> QuerySet[ReviewItem]:
+    """The review items a person answers: those of the tokens they own or their team owns."""
+    teams = roles_for(user).group_names
+    return ReviewItem.objects.filter(Q(owner=user) | Q(token__owner=user) | Q(token__team__in=teams))
+
+
+def can_answer(item: ReviewItem, user: User) -> bool:
+    """Keep, change or retire: the token's owner (or its team), and security."""
+    return (
+        user.pk in (item.owner_id, item.token.owner_id)
+        or item.token.team in roles_for(user).group_names
+        or roles_for(user).is_security
+    )
+
+
+def get_review_item_for_user(user: User, pk: int) -> ReviewItem:
+    """An item its owner, their team or security may see; 404 for anyone else."""
+    qs = ReviewItem.objects.all() if roles_for(user).is_security else review_items_for(user)
+    item = _first_or_404(
+        qs.select_related("review", "token__registry", "token__owner", "owner").filter(pk=pk), "No such review item."
+    )
+    require(can_answer(item, user), "Only the token's owner can answer for it.")
+    return item

@@ -3,7 +3,17 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accessreq.models import AccessRequest, AllowedVault, ApprovalRule, AuditEvent, Registry, Team, Token
+from accessreq.models import (
+    AccessRequest,
+    AllowedVault,
+    ApprovalRule,
+    AuditEvent,
+    Registry,
+    Team,
+    Token,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 class ApprovalRuleInline(admin.TabularInline):
@@ -90,3 +100,18 @@ class AllowedVaultInline(admin.TabularInline):
 
 
 RegistryAdmin.inlines = [ApprovalRuleInline, AllowedVaultInline]
+# --- outgoing webhooks ---------------------------------------------------------------------------------------------
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "url", "active", "created_at"]
+    list_filter = ["kind", "active"]
+    fields = ["name", "url", "kind", "secret", "events", "active"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "event", "endpoint", "status", "attempts", "last_status_code", "delivered_at"]
+    list_filter = ["status", "event", "endpoint"]
+    list_select_related = ["endpoint"]

@@ -19,13 +19,14 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from ninja import Field, NinjaAPI, Path, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import PaginationBase, paginate
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
-from accessreq import access, acr, apikeys, flow, ratelimit, scopes, slots, tokens, usage
+from accessreq import access, acr, apikeys, exports, flow, ratelimit, scopes, slots, tokens, usage, whocan
 from accessreq.errors import Conflict, Invalid
 from accessreq.errors import Gone as GoneError
 from accessreq.models import (
@@ -886,3 +887,70 @@ def list_audit(
         qs = qs.filter(action__startswith=action)
     return qs
 
+
+
+# Security's tools ----------------------------------------------------------------------------------------------
+
+
+class AccessOut(Schema):
+    token: str
+    owner: str | None = Field(description="The owner's username; null for a token the portal did not make.")
+    status: str
+    actions: list[str] = Field(description="Among `pull`, `push`, `delete`.")
+    via: list[str] = Field(
+        description="The scope-map actions that grant them, e.g. `repositories/myapp/*/content/write`."
+    )
+    managed: bool
+    team: str
+    scope_map: str
+    expires_at: datetime | None
+    retire_on: date | None
+    last_used_at: datetime | None
+
+
+@api.get(
+    "/registries/{name}/access", response=_responses({200: list[AccessOut]}, 400, 403, 404), tags=["security"]
+)
+def registry_access(
+    request: HttpRequest,
+    name: Annotated[str, Path(max_length=50)],
+    repository: Annotated[str, Query(max_length=256)],
+) -> list[dict[str, Any]]:
+    """Every token that can pull, push or delete in `repository` (which need not exist yet), for security staff."""
+    registry = access.registry_named_for_security(_me(request), name)
+    return [grant.as_json() for grant in whocan.who_can(registry, repository)]
+
+
+ExportFormat = Annotated[str, Query(pattern=r"^(csv|json)$", description="`csv` or `json` (a JSON array).")]
+EXPORTED = {
+    "responses": {
+        "200": {
+            "description": "A streamed attachment: CSV with a header row, or a JSON array of objects.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
+        }
+    }
+}
+
+
+@api.get("/export/tokens", response=_responses({}, 400, 403), tags=["security"], openapi_extra=EXPORTED)
+def export_tokens(request: HttpRequest, format: ExportFormat = "csv") -> HttpResponseBase:  # noqa: A002
+    """The token inventory as a streamed CSV or JSON attachment, for security staff. No secret is in it."""
+    access.require_security(_me(request))
+    return exports.export_tokens(format)
+
+
+@api.get("/export/audit", response=_responses({}, 400, 403), tags=["security"], openapi_extra=EXPORTED)
+def export_audit(
+    request: HttpRequest,
+    format: ExportFormat = "csv",  # noqa: A002
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
+) -> HttpResponseBase:
+    """The audit log between `since` and `until` (ISO dates or date-times, either end open), oldest first,
+    optionally by action prefix, streamed as CSV or JSON, for security staff."""
+    access.require_security(_me(request))
+    return exports.export_audit(format, since=since, until=until, action=action)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 PROVISION_REQUEST = "accessreq.tasks.provision_request"
 GENERATE_PASSWORD = "accessreq.tasks.generate_password"
 RECONCILE_REGISTRY = "accessreq.tasks.reconcile_registry"
+DELIVER_WEBHOOK = "accessreq.tasks.deliver_webhook"
 
 
 def _send(name: str, *args: object) -> None:
@@ -40,3 +41,7 @@ def generate_password(slot_id: int) -> None:
 
 def reconcile_registry(registry_id: int, user_id: int | None) -> None:
     on_commit(RECONCILE_REGISTRY, registry_id, user_id)
+
+
+def deliver_webhook(delivery_id: int) -> None:
+    on_commit(DELIVER_WEBHOOK, delivery_id)

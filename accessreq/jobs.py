@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accessreq import audit, delivery, provisioning, reconcile, reminders, slots, tokens, usage
+from accessreq import audit, delivery, provisioning, reconcile, reminders, reviews, slots, tokens, usage
 
 
 def sweep_stuck() -> int:
@@ -34,6 +34,8 @@ JOBS: dict[str, Callable[[], int]] = {
     "anchor-audit": anchor_audit,
     "rotate-delivered": delivery.rotate_due,
     "collect-usage": usage.collect_all,
+    "remind-reviews": reviews.remind_reviews,
+    "close-reviews": reviews.close_reviews,
 }
 
 

@@ -657,3 +657,143 @@ class FailedLoginBurst(models.Model):
     class Meta:
         ordering = ["-last_at"]
         indexes = [models.Index(fields=["token", "last_at"])]
+# --- access reviews ------------------------------------------------------------------------------------------------
+
+
+class ReviewScope(models.TextChoices):
+    REGISTRY = "registry", "One registry"
+    TEAM = "team", "One team"
+    ALL = "all", "Every token"
+
+
+class ReviewRecurrence(models.TextChoices):
+    NONE = "none", "Once"
+    QUARTERLY = "quarterly", "Every quarter"
+
+
+class UnansweredOutcome(models.TextChoices):
+    FLAG = "flag", "Flag it for security"
+    DISABLE = "disable", "Disable the token"
+
+
+class ReviewState(models.TextChoices):
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"
+
+
+class AccessReview(models.Model):
+    """Security asks every owner in a scope whether each token is still needed, by a due date."""
+
+    name = models.CharField(max_length=120)
+    scope = models.CharField(max_length=16, choices=ReviewScope.choices)
+    registry = models.ForeignKey(Registry, null=True, blank=True, on_delete=models.PROTECT, related_name="reviews")
+    team = models.CharField(max_length=100, blank=True)
+    due_on = models.DateField()
+    recurrence = models.CharField(max_length=16, choices=ReviewRecurrence.choices, default=ReviewRecurrence.NONE)
+    unanswered = models.CharField(max_length=16, choices=UnansweredOutcome.choices, default=UnansweredOutcome.FLAG)
+    created_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.OPEN)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    previous = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_review"
+    )
+    # Days before the due date whose reminder went out, so the job sends each once.
+    reminders_sent = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("review_detail", args=[self.pk])
+
+
+class ReviewDecision(models.TextChoices):
+    KEEP = "keep", "Keep"
+    CHANGE = "change", "Change"
+    RETIRE = "retire", "Retire"
+
+
+class ReviewItem(models.Model):
+    """One token in one review, for its owner to answer."""
+
+    review = models.ForeignKey(AccessReview, on_delete=models.CASCADE, related_name="items")
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="review_items")
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="review_items")
+    recommendation = models.CharField(max_length=300, blank=True)
+    decision = models.CharField(max_length=8, choices=ReviewDecision.choices, blank=True)
+    justification = models.CharField(max_length=200, blank=True)
+    decided_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # What the due date did to an unanswered item: "flagged" or "disabled".
+    outcome = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["review", "id"]
+        constraints = [models.UniqueConstraint(fields=["review", "token"], name="one_item_per_token")]
+
+    def __str__(self) -> str:
+        return f"{self.review}: {self.token}"
+
+
+# --- outgoing webhooks ---------------------------------------------------------------------------------------------
+
+
+class WebhookKind(models.TextChoices):
+    GENERIC = "generic", "Generic JSON"
+    TEAMS = "teams", "Microsoft Teams incoming webhook"
+    SLACK = "slack", "Slack incoming webhook"
+
+
+class WebhookEndpoint(models.Model):
+    """Where security events are posted, signed with HMAC-SHA256 under `secret`. Registered by an admin."""
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=200, help_text="Signs each payload (X-Portal-Signature); the receiver checks it with the same value."
+    )
+    kind = models.CharField(max_length=16, choices=WebhookKind.choices, default=WebhookKind.GENERIC)
+    # Event names to send, e.g. ["password.reveal_refused"]; empty sends every security event.
+    events = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, and how sending it went."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint}"

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, audit, scopes, slots
+from accessreq import access, acr, alerts, audit, scopes, slots
 from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
@@ -52,7 +52,7 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
         token = known.get(found.name)
         actual = scope_maps.get(found.scope_map_name, [])
         if token is None:
-            UnmanagedToken.objects.update_or_create(
+            unmanaged, created = UnmanagedToken.objects.update_or_create(
                 registry=registry,
                 name=found.name,
                 defaults={
@@ -63,6 +63,14 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
                 },
             )
             report.unmanaged += 1
+            if created:
+                alerts.raise_(
+                    "unmanaged_token.found",
+                    f"A token the portal did not make was found in {registry}: {found.name}",
+                    target=unmanaged,
+                    details={"registry": registry.name, "token": found.name, "scope_map": found.scope_map_name,
+                             "actions": actual[:20]},
+                )
         elif sorted(actual) != sorted(token.approved_actions):
             report.drifted += 1
             if token.drift_actions != actual:
@@ -71,6 +79,12 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
                     audit.record(
                         "token.drift_found",
                         actor=None,
+                        target=token,
+                        details={"approved": token.approved_actions, "found": actual},
+                    )
+                    alerts.raise_(
+                        "token.drift_found",
+                        f"The scope map of {token} differs from what was approved",
                         target=token,
                         details={"approved": token.approved_actions, "found": actual},
                     )

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, audit, dataplane, delivery, enqueue, notify, vault
+from accessreq import access, acr, alerts, audit, dataplane, delivery, enqueue, notify, vault
 from accessreq.errors import Conflict, Gone
 from accessreq.models import KeyVaultDelivery, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 
@@ -228,6 +228,13 @@ def reveal(slot: PasswordSlot, user: User, request: HttpRequest | None) -> Revea
             target=slot,
             details={"slot": slot.name, "status": slot.status, "revealed_at": slot.revealed_at},
             request=request,
+        )
+        alerts.raise_(
+            "password.reveal_refused",
+            f"{user.get_username()} tried to reveal {slot} again",
+            target=token,
+            details={"slot": slot.name, "status": slot.status, "revealed_at": slot.revealed_at,
+                     "by": user.get_username(), "from": audit.client_ip(request)},
         )
     if slot.status == SlotStatus.REVEALED:
         raise Gone("This password has already been revealed.", slot.revealed_at)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.app.task import Task
 
-from accessreq import jobs, provisioning, reconcile, slots
+from accessreq import alerts, jobs, provisioning, reconcile, slots
 from accessreq.models import Registry
 
 
@@ -37,3 +37,11 @@ def reconcile_registry(registry_id: int, user_id: int | None = None) -> None:
 def run_job(name: str) -> int:
     """A periodic job by its name; beat sends these (see JOB_SCHEDULE in settings)."""
     return jobs.run(name)
+
+
+@shared_task(bind=True, max_retries=None)
+def deliver_webhook(self: Task, delivery_id: int) -> None:
+    # The delivery counts its attempts and ends FAILED when they run out (WEBHOOK_MAX_ATTEMPTS).
+    delay = alerts.deliver(delivery_id)
+    if delay is not None:
+        raise self.retry(countdown=delay)

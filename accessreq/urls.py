@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accessreq.views import api_keys, health, requests, security, tokens
+from accessreq.views import api_keys, health, requests, reviews, security, security_tools, tokens
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -38,4 +38,16 @@ urlpatterns = [
     path("unmanaged/<int:pk>/disable", security.unmanaged_disable, name="unmanaged_disable"),
     path("api-keys/", api_keys.api_keys, name="api_keys"),
     path("api-keys/<int:pk>/revoke", api_keys.api_key_revoke, name="api_key_revoke"),
+    # Security's tools
+    path("security/who-can", security_tools.who_can, name="who_can"),
+    path("security/export/tokens", security_tools.export_tokens, name="export_tokens"),
+    path("security/export/audit", security_tools.export_audit, name="export_audit"),
+    path("reviews/", reviews.review_list, name="review_list"),
+    path("reviews/start", reviews.review_start, name="review_start"),
+    path("reviews/mine", reviews.my_reviews, name="my_reviews"),
+    path("reviews/<int:pk>/", reviews.review_detail, name="review_detail"),
+    path("reviews/<int:pk>/export", reviews.review_export, name="review_export"),
+    path("reviews/items/<int:pk>/keep", reviews.item_keep, name="review_item_keep"),
+    path("reviews/items/<int:pk>/change", reviews.item_change, name="review_item_change"),
+    path("reviews/items/<int:pk>/retire", reviews.item_retire, name="review_item_retire"),
 ]

@@ -319,6 +319,8 @@ JOB_SCHEDULE = {
     "anchor-audit": 600.0,
     "rotate-delivered": 600.0,
     "collect-usage": 900.0,
+    "remind-reviews": 3600.0,
+    "close-reviews": 3600.0,
 }
 CELERY_BEAT_SCHEDULE = {
     name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
@@ -353,6 +355,12 @@ PROVISIONING_MAX_ATTEMPTS = envint("PROVISIONING_MAX_ATTEMPTS", 8)
 # First retry delay; each later one doubles, up to CELERY_RETRY_MAX_DELAY.
 PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
 PAGE_SIZE = envint("PAGE_SIZE", 25)
+
+# Security's tools: access review reminders (days before the due date) and outgoing webhooks.
+REVIEW_REMINDER_DAYS = tuple(int(d) for d in env("REVIEW_REMINDER_DAYS", "7,1").split(",") if d.strip())
+WEBHOOK_TIMEOUT = float(env("WEBHOOK_TIMEOUT", "10"))
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6)
+WEBHOOK_RETRY_SECONDS = float(env("WEBHOOK_RETRY_SECONDS", "10"))
 
 
 # The cache holds rate-limit counters: Redis when configured, so every web process counts together. A Redis that is

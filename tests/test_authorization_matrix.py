@@ -6,11 +6,13 @@ Denials come first in each row and change nothing; the one allowed user acts las
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from accessreq import apikeys
+from accessreq import apikeys, reviews
 from accessreq.models import AccessRequest, Token, UnmanagedToken
 from tests.conftest import make_user, request_data
 
@@ -38,6 +40,7 @@ def scenario(ready_request, requester, approver, second_approver, security, admi
         registry=registry, name="stray-token", scope_map_name="x", status="enabled"
     )
     key, _ = apikeys.create(approver, "matrix")
+    review = reviews.start(security, name="matrix", scope="all", due_on=timezone.localdate() + timedelta(days=7))
     ids = {
         "R": pending.pk,
         "Q": ready_request.pk,
@@ -45,6 +48,8 @@ def scenario(ready_request, requester, approver, second_approver, security, admi
         "G": registry.pk,
         "U": unmanaged.pk,
         "K": key.pk,
+        "V": review.pk,
+        "I": review.items.get(token__request=ready_request).pk,
     }
     return {"users": users, "ids": ids}
 
@@ -69,6 +74,16 @@ GETS = [
     ("/requests/new?renew={T}", {"alice": 200, "dave": 404, "bob": 403, "carol": 403, "sam": 200, "root": 200}),
     ("/security/", SECURITY_ONLY),
     ("/api-keys/", ALL_SIGNED_IN),
+    # Security's tools
+    ("/security/who-can", SECURITY_ONLY),
+    ("/security/who-can?registry=contosotest&repository=myapp/api", SECURITY_ONLY),
+    ("/security/who-can?token={T}", SECURITY_ONLY),
+    ("/security/export/tokens?format=json", SECURITY_ONLY),
+    ("/security/export/audit?format=csv", SECURITY_ONLY),
+    ("/reviews/", SECURITY_ONLY),
+    ("/reviews/mine", ALL_SIGNED_IN),
+    ("/reviews/{V}/", SECURITY_ONLY),
+    ("/reviews/{V}/export?format=csv", SECURITY_ONLY),
 ]
 
 # (path, body, {user: status}) in the order the users act: the allowed, state-changing one last.
@@ -98,6 +113,10 @@ POSTS = [
     ("/unmanaged/{U}/disable", {"reason": "x"}, {"alice": 403, "bob": 403}),
     ("/unmanaged/{U}/adopt", {}, {"alice": 403, "dave": 403, "bob": 403, "sam": 302}),
     ("/api-keys/{K}/revoke", {}, {"alice": 404, "sam": 404, "bob": 302}),
+    ("/reviews/start", {"name": "x"}, {"alice": 403, "dave": 403, "bob": 403, "sam": 400}),
+    ("/reviews/items/{I}/keep", {"justification": "still used"}, {"dave": 404, "bob": 404, "alice": 302}),
+    ("/reviews/items/{I}/change", {}, {"dave": 404, "bob": 404, "alice": 302}),
+    ("/reviews/items/{I}/retire", {}, {"dave": 404, "bob": 404, "carol": 404, "alice": 302}),
 ]
 
 
