@@ -2,7 +2,7 @@
 endpoint that wants the event; `deliver` sends it from the worker, with retries and backoff, and logs each attempt.
 
 Events: `password.reveal_refused` (a second reveal attempt), `token.drift_found`, `unmanaged_token.found`,
-`review.overdue`.
+`review.overdue`, `token.failed_login_burst` (someone holds an old or wrong password).
 """
 
 from __future__ import annotations

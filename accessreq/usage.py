@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accessreq import access, audit, loganalytics, notify, scopes
+from accessreq import access, alerts, audit, loganalytics, notify, scopes
 from accessreq.loganalytics import LOGIN_TABLE, REPOSITORY_TABLE
 from accessreq.models import (
     FailedLoginBurst,
@@ -281,6 +281,12 @@ def _alert(burst: FailedLoginBurst) -> None:
         "window_minutes": settings.FAILED_LOGIN_BURST_MINUTES,
     }
     audit.record("token.failed_login_burst", actor=None, target=token, details=details)
+    alerts.raise_(
+        "token.failed_login_burst",
+        f"{burst.count} failed logins as token {token.name} within {settings.FAILED_LOGIN_BURST_MINUTES} minutes",
+        target=token,
+        details=details,
+    )
     transaction.on_commit(lambda: notify.failed_login_burst(token, burst, access.security_emails()))
 
 
