@@ -243,7 +243,7 @@ def race(*calls: Callable[[], object]) -> list[object]:
     return outcomes
 
 
-def run_on_worker(task: Any, *args: object, timeout: float = 30.0) -> None:
+def run_on_worker(task: Any, *args: object, timeout: float = 60.0) -> None:
     """Send a task to the test's worker and wait until the worker has run it, whatever it did or did not change."""
     task_id = str(uuid.uuid4())
     done = threading.Event()
