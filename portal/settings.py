@@ -142,6 +142,8 @@ MIDDLEWARE = [
 # Django's own limit is the same, so a body that slips past the middleware (no Content-Length) is refused too.
 MAX_REQUEST_BODY_BYTES = envint("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# A request form holds up to 200 rules, each a repository and up to 5 actions, beside its own dozen fields.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1300
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"

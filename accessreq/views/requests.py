@@ -34,7 +34,9 @@ def home(request: AuthedRequest) -> HttpResponse:
     user = request.user
     open_requests = AccessRequest.objects.filter(requester=user, status__in=OPEN_REQUEST_STATUSES).count()
     waiting = access.approval_queue_for(user).count() if access.roles_for(user).is_approver else 0
-    to_reveal = PasswordSlot.objects.filter(token__requester=user, status=SlotStatus.AWAITING_REVEAL).count()
+    to_reveal = list(
+        access.passwords_to_reveal(user).select_related("token__registry").order_by("created_at", "pk")[:20]
+    )
     tokens = Token.objects.filter(owner=user).count()
     recent = AccessRequest.objects.filter(requester=user).with_details()[:5]
     context = {
@@ -79,7 +81,7 @@ def _rule_rows(request: AuthedRequest) -> int:
 @rate_limited("request")
 def request_new(request: AuthedRequest) -> HttpResponse:
     renews = _token_to_change(request)
-    base = {"renews": renews}
+    base = {"renews": renews, "limits": {"max_rules": flow.MAX_RULES, "max_actions": scopes.MAX_ACTIONS_PER_SCOPE_MAP}}
     if request.method == "GET":
         new = NewRequest(request.user, renews=renews)
         preview = _preview(new) if renews else None
@@ -89,7 +91,9 @@ def request_new(request: AuthedRequest) -> HttpResponse:
         data = request.POST.copy()
         data["rules-TOTAL_FORMS"] = str(_rule_rows(request) + 1)
         new = NewRequest(request.user, data, renews=renews)
-        context = {**base, "new": new, "preview": _preview(new), "adding": True}
+        preview = _preview(new)
+        new.without_errors()
+        context = {**base, "new": new, "preview": preview, "adding": True}
         return render(request, "accessreq/request_new.html", context)
     new = NewRequest(request.user, request.POST, renews=renews)
     if not new.is_valid():
@@ -120,11 +124,28 @@ def _preview(new: NewRequest) -> dict[str, object]:
         if new.renews
         else flow.token_name_for(client_kind, data.get("team") or "team", "N"),
         "requirements": review.requirements if review else [],
-        "rule_errors": review.errors.get("rules", []) if review else [],
+        "rule_errors": _rule_problems(new),
+        "renews": new.renews,
         "wildcards": [r["repository"] for r in rules if scopes.is_wildcard(r["repository"])],
         "risks": scopes.risks(rules, client_kind),
         "registry": data.get("registry"),
     }
+
+
+def _rule_problems(new: NewRequest) -> list[str]:
+    """Why the preview leaves something out: each rule's own error by its number, then those of the whole set."""
+    problems = []
+    for number, row in enumerate(new.rules.forms, start=1):
+        repository = (row.data.get(row.add_prefix("repository")) or "").strip()
+        for field, errors in row.errors.items():
+            what = f"Repository {number}" + (f" ({repository})" if repository else "")
+            if field == "actions":
+                what = f"Actions on repository {number}"
+            problems.extend(f"{what}: {error}" for error in errors)
+    problems.extend(str(e) for e in new.rules.non_form_errors())
+    if new.review:
+        problems.extend(m for m in new.review.errors.get("rules", []) if m != flow.NO_RULES)
+    return problems
 
 
 def _token_to_change(request: AuthedRequest) -> Token | None:
