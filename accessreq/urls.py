@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accessreq.views import api_keys, health, requests, security, tokens
+from accessreq.views import api_keys, confirm, health, requests, security, tokens
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -37,4 +37,7 @@ urlpatterns = [
     path("unmanaged/<int:pk>/disable", security.unmanaged_disable, name="unmanaged_disable"),
     path("api-keys/", api_keys.api_keys, name="api_keys"),
     path("api-keys/<int:pk>/revoke", api_keys.api_key_revoke, name="api_key_revoke"),
+    # Asking first, for browsers without script (static/confirm.js asks in a dialog).
+    path("tokens/<int:pk>/confirm/<str:action>", confirm.token_confirm, name="token_confirm"),
+    path("api-keys/<int:pk>/confirm-revoke", confirm.api_key_confirm_revoke, name="api_key_confirm_revoke"),
 ]

@@ -172,3 +172,79 @@ def test_the_demo_lets_writes_to_every_pattern_be_filed(acr, settings) -> None:
             retire_on=None,
         )
         assert "rules" not in found.errors, (pattern, found.errors)
+
+
+def test_it_refreshes_reconcile_findings_while_the_job_runs(registry, security) -> None:
+    from accessreq import reconcile
+
+    sam = login(security)
+    # The worker is not running here: the job is queued and the page waits for it.
+    started = sam.post(f"/registries/{registry.pk}/reconcile")
+    url = started["Location"]
+    page = sam.get(url).content.decode()
+    assert 'hx-trigger="every 2s"' in page and "refreshes" in page
+    assert sam.get(url, HTTP_HX_REQUEST="true").status_code == 204  # still running: nothing to swap
+    reconcile.reconcile(registry, security.pk)
+    done = sam.get(url, HTTP_HX_REQUEST="true")
+    assert done.status_code == 200 and done["HX-Redirect"] == url
+    page = sam.get(url).content.decode()
+    assert "finished" in page and 'hx-trigger="every 2s"' not in page
+
+
+def test_it_explains_a_reveal_address_opened_without_the_button(ready_request, requester, outsider) -> None:
+    response = login(requester).get(f"/requests/{ready_request.pk}/reveal")
+    body = response.content.decode()
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert "revealed with a button" in body and f'href="/requests/{ready_request.pk}/"' in body
+    token = ready_request.token
+    response = login(requester).get(f"/tokens/{token.pk}/reveal/password1")
+    assert response.status_code == 405 and f"/tokens/{token.pk}/" in response.content.decode()
+    assert login(outsider).get(f"/requests/{ready_request.pk}/reveal").status_code == 404
+    # Nothing was revealed by looking.
+    assert PasswordSlot.objects.get(token=token).status == SlotStatus.AWAITING_REVEAL
+
+
+def test_it_links_a_ready_request_to_its_token(ready_request, requester) -> None:
+    body = login(requester).get(f"/requests/{ready_request.pk}/").content.decode()
+    assert f'href="/tokens/{ready_request.token.pk}/"' in body
+
+
+def test_it_tells_the_owner_to_rotate_when_the_password_is_gone(ready_request, requester) -> None:
+    alice = login(requester)
+    assert alice.post(f"/requests/{ready_request.pk}/reveal").status_code == 200
+    again = alice.post(f"/requests/{ready_request.pk}/reveal")
+    body = again.content.decode()
+    assert again.status_code == 410
+    assert "ask the token's owner" not in body
+    assert f'href="/tokens/{ready_request.token.pk}/#token-slots"' in body and "Rotate" in body
+
+
+def test_it_asks_before_disabling_retiring_transferring_or_revoking(ready_request, requester) -> None:
+    from accessreq import apikeys
+    from accessreq.models import Token, TokenStatus
+
+    alice = login(requester)
+    token = ready_request.token
+    page = alice.get(f"/tokens/{token.pk}/").content.decode()
+    for action in ("disable", "retire", "transfer"):
+        assert f'action="/tokens/{token.pk}/confirm/{action}"' in page
+        assert f'data-confirm-action="/tokens/{token.pk}/{action}"' in page
+    # Without script the form posts to a page that asks, carrying what was typed, and changes nothing.
+    asked = alice.post(f"/tokens/{token.pk}/confirm/disable", {"reason": "leaked"})
+    body = asked.content.decode()
+    assert asked.status_code == 200 and f"Disable {token.name}?" in body
+    assert f'action="/tokens/{token.pk}/disable"' in body and 'value="leaked"' in body
+    assert Token.objects.get(pk=token.pk).status == TokenStatus.ACTIVE
+    key, _ = apikeys.create(requester, "laptop")
+    keys = alice.get("/api-keys/").content.decode()
+    assert f'action="/api-keys/{key.pk}/confirm-revoke"' in keys
+    assert "Revoke the API key laptop" in alice.get(f"/api-keys/{key.pk}/confirm-revoke").content.decode()
+
+
+def test_it_leaves_no_empty_manage_card(ready_request, requester) -> None:
+    from accessreq import tokens
+
+    token = ready_request.token
+    tokens.retire(token, requester, "done with it", None)
+    body = login(requester).get(f"/tokens/{token.pk}/").content.decode()
+    assert 'id="manage-title"' not in body

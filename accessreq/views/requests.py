@@ -285,11 +285,23 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @rate_limited("reveal")
 def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
+    if request.method == "GET":
+        access_request = access.get_request_for_user(request.user, pk)
+        return reveal_is_a_button(request, access_request.get_absolute_url(), f"request #{pk}")
     slot = access.first_slot_for_requester(request.user, pk)
     return render_reveal(request, slot, reverse("request_detail", args=[pk]), f"Back to request #{pk}")
+
+
+def reveal_is_a_button(request: AuthedRequest, page_url: str, page_name: str) -> HttpResponse:
+    """A reveal address opened by a reload, a bookmark or a shared link: revealing is a button, never a visit, so
+    that nothing but a deliberate press shows the password. Still a 405 (only POST reveals), but one that says so."""
+    context = {"page_url": page_url, "page_name": page_name}
+    response = render(request, "accessreq/reveal_get.html", context, status=405)
+    response["Allow"] = "POST"
+    return response
 
 
 def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, back_label: str) -> HttpResponse:
@@ -298,7 +310,8 @@ def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, bac
     try:
         revealed = slots.reveal(slot, request.user, request)
     except Gone as exc:
-        context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
+        manages = access.can_manage(slot.token, request.user)
+        context = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, "manages": manages, **back}
         return render(request, "accessreq/reveal_refused.html", context, status=410)
     context = {"revealed": revealed, "regenerated": slot.generation > 1 or slot.token.last_rotated_at, **back}
     response = render(request, "accessreq/reveal.html", context)

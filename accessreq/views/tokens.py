@@ -12,14 +12,14 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from accessreq import access, reconcile, slots, tokens
 from accessreq.models import LIVE_TOKEN_STATUSES, PasswordSlot, SlotStatus, Token, TokenStatus
 from accessreq.ratelimit import rate_limited
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
-from accessreq.views.requests import render_reveal
+from accessreq.views.requests import render_reveal, reveal_is_a_button
 
 FLAGS = {
     "orphaned": ("Owner deactivated", Q(orphaned_at__isnull=False)),
@@ -77,9 +77,24 @@ def token_list(request: AuthedRequest) -> HttpResponse:
     return render(request, "accessreq/token_list.html", context)
 
 
+def _manage(token: Token, user: object) -> dict[str, bool]:
+    """What the Manage card offers this person for this token now; no card at all when nothing."""
+    live = token.status in (TokenStatus.ACTIVE, TokenStatus.DISABLED)
+    owner_actions = live and access.can_manage(token, user)
+    switch = access.can_switch(token, user)
+    found = {
+        "change": owner_actions,
+        "owner_actions": owner_actions,
+        "disable": switch and token.status == TokenStatus.ACTIVE,
+        "enable": switch and token.status == TokenStatus.DISABLED,
+    }
+    return {**found, "any": any(found.values())}
+
+
 def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
     token_slots = list(PasswordSlot.objects.filter(token=token))
     return {
+        "manage": _manage(token, request.user),
         "token": token,
         "slots": token_slots,
         "generating": any(s.status == SlotStatus.GENERATING for s in token_slots),
@@ -129,9 +144,12 @@ def token_confirm_switch(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @rate_limited("reveal")
 def token_reveal(request: AuthedRequest, pk: int, slot: str) -> HttpResponse:
+    if request.method == "GET":
+        token = access.get_token_for_user(request.user, pk)
+        return reveal_is_a_button(request, f"{token.get_absolute_url()}#token-slots", f"token {token.name}")
     found = access.slot_for_revealer(request.user, pk, slot)
     token = found.token
     return render_reveal(request, found, token.get_absolute_url(), f"Back to token {token.name}")
