@@ -253,12 +253,13 @@ if EMAIL_HOST:
     EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 # Celery. The broker is Redis when REDIS_URL or CELERY_BROKER_URL is set, else kombu's filesystem transport, which
 # needs no server and so lets a fresh machine run a real worker.
 REDIS_URL = env("REDIS_URL", "")
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+# The filesystem transport ignores the host; naming one keeps kombu from warning about it on every connection.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://localhost/")
 BROKER_DIR = VAR_DIR / "broker"
 
 
@@ -450,3 +451,8 @@ if OIDC_RP_CLIENT_ID:
         raise ImproperlyConfigured("OIDC_TENANT_ID must be set with OIDC_RP_CLIENT_ID.")
     AUTHENTICATION_BACKENDS.append("accessreq.auth.EntraIDBackend")
     MIDDLEWARE.insert(MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accessreq.auth.SessionRefresh")
+
+# --- The demo (python -m portal.demo) --------------------------------------------------------------------------------
+# Demo mode offers one-click sign-in as each demo user and a short guide on the sign-in page. It only ever takes
+# effect with DEBUG on: a deployment (DEBUG off) never signs anyone in without a password.
+DEMO = DEBUG and envbool("PORTAL_DEMO", False)

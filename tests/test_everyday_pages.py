@@ -248,3 +248,36 @@ def test_it_leaves_no_empty_manage_card(ready_request, requester) -> None:
     tokens.retire(token, requester, "done with it", None)
     body = login(requester).get(f"/tokens/{token.pk}/").content.decode()
     assert 'id="manage-title"' not in body
+
+
+def test_it_offers_one_click_sign_in_in_demo_mode_only(settings, requester) -> None:
+    from django.test import Client
+
+    settings.DEMO = False
+    assert "Sign in as" not in Client().get("/accounts/login/").content.decode()
+    settings.DEMO = True
+    page = Client().get("/accounts/login/").content.decode()
+    assert "Sign in as alice" in page and "Try the whole flow" in page
+    assert "Sign in as bob" not in page  # only the demo's people who exist
+
+
+def test_the_demo_setting_needs_debug() -> None:
+    from tests.test_settings import _production, _settings
+
+    demo = _settings("DEMO", DEBUG="1", PORTAL_DEMO="1")
+    assert demo.returncode == 0 and demo.stdout.strip() == "True", demo.stderr
+    deployed = _settings("DEMO", **_production(PORTAL_DEMO="1"))
+    assert deployed.returncode == 0 and deployed.stdout.strip() == "False", deployed.stderr
+
+
+def test_the_demo_prints_one_line_per_email(settings, tmp_path, capsys) -> None:
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "portal.mail.OneLineBackend"
+    settings.VAR_DIR = tmp_path
+    mail.send_mail("Request #7 waits for you", "line one\nline two\nline three", None, ["bob@example.com"])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert out.startswith("e-mail to bob@example.com: Request #7 waits for you")
+    saved = list((tmp_path / "mail").glob("*.eml"))
+    assert len(saved) == 1 and "line three" in saved[0].read_text()
