@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -13,18 +11,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, flow, scopes, slots
+from accessreq import access, expiry, flow, scopes, slots
 from accessreq.errors import DomainError, Gone
 from accessreq.forms import NewRequest
 from accessreq.models import (
     OPEN_REQUEST_STATUSES,
     AccessRequest,
     PasswordSlot,
+    Registry,
     RequestStatus,
     SlotStatus,
     Token,
 )
 from accessreq.ratelimit import rate_limited
+from accessreq.views import listing
 from accessreq.views.common import AuthedRequest, act, paginate, status_for, wants_fragment
 
 
@@ -45,24 +45,53 @@ def home(request: AuthedRequest) -> HttpResponse:
         "to_reveal": to_reveal,
         "tokens": tokens,
         "recent": recent,
+        "soon": expiry.counts(access.tokens_for(user)),
     }
     return render(request, "accessreq/home.html", context)
+
+
+REQUEST_SORTS = {
+    "newest": ("Newest first", ("-created_at", "-id")),
+    "oldest": ("Oldest first", ("created_at", "id")),
+    "status": ("Status", ("status", "-created_at", "-id")),
+    "token": ("Token name", ("token_name", "id")),
+}
+REQUEST_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(qs, v, ("token_name", "purpose", "team", "owner__username")),
+    "registry": lambda qs, v: qs.filter(registry__name=v),
+    "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
+    "status": lambda qs, v: qs.filter(status=v) if v in RequestStatus.values else qs,
+}
+QUEUE_SORTS = {
+    "oldest": ("Oldest first", ("created_at", "id")),
+    "newest": ("Newest first", ("-created_at", "-id")),
+}
+QUEUE_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(qs, v, ("token_name", "purpose", "team", "requester__username")),
+    "registry": lambda qs, v: qs.filter(registry__name=v),
+    "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
+    "team": lambda qs, v: qs.filter(team__icontains=v),
+}
+
+
+def _registry_names() -> list[str]:
+    return list(Registry.objects.filter(active=True).order_by("name").values_list("name", flat=True))
 
 
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
 def request_list(request: AuthedRequest) -> HttpResponse:
-    qs = access.my_requests(request.user)
-    status = request.GET.get("status", "")
-    if status in RequestStatus.values:
-        qs = qs.filter(status=status)
-    page = paginate(request, qs.with_details().order_by("-created_at", "-id"))
+    found = listing.read(request, tuple(REQUEST_FILTERS), REQUEST_SORTS)
+    qs = listing.apply(access.my_requests(request.user), found, REQUEST_FILTERS)
+    page = paginate(request, listing.ordered(qs.with_details(), found))
     context = {
         "page": page,
-        "status": status,
+        "listing": found,
+        "status": found["status"],
         "statuses": RequestStatus.choices,
-        "extra_query": urlencode({"status": status}) if status else "",
+        "registries": _registry_names(),
+        "extra_query": found.query,
     }
     template = "accessreq/request_rows.html" if wants_fragment(request) else "accessreq/request_list.html"
     return render(request, template, context)
@@ -250,9 +279,20 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
-    page = paginate(request, access.approval_queue_for(request.user).with_details().order_by("created_at", "id"))
+    found = listing.read(request, (*QUEUE_FILTERS, "risk"), QUEUE_SORTS)
+    qs = listing.apply(access.approval_queue_for(request.user), found, QUEUE_FILTERS)
+    queue = listing.ordered(qs.with_details(), found)
+    if found["risk"] in ("risky", "read"):
+        # Risk is worked out from each request's rules, so it filters the (bounded) queue in Python.
+        wanted = found["risk"] == "risky"
+        queue = [r for r in queue[: QUEUE_RISK_SCAN] if bool(r.risks) == wanted]
+    page = paginate(request, queue)
+    context = {"page": page, "listing": found, "registries": _registry_names(), "extra_query": found.query}
     template = "accessreq/queue_rows.html" if wants_fragment(request) else "accessreq/queue.html"
-    return render(request, template, {"page": page})
+    return render(request, template, context)
+
+
+QUEUE_RISK_SCAN = 1000
 
 
 @login_required
@@ -272,9 +312,15 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
     except DomainError as exc:
         error, status = str(exc), status_for(exc)
     if request.htmx:
+        # The row again, with the refusal in it, where the approver is looking. A 200, so htmx swaps it and the
+        # browser logs no failed request; the refusal's own status travels in a header for anyone who asks.
         row = AccessRequest.objects.filter(pk=pk).with_details().get()
         context = {"req": row, "error": error, "decided": not error, "comment": comment}
-        return render(request, "accessreq/queue_row.html", context, status=status)
+        response = render(request, "accessreq/queue_row.html", context)
+        response["HX-Reswap"] = "outerHTML"
+        if error:
+            response["X-Refused-Status"] = str(status)
+        return response
     if error:
         messages.error(request, error)
     else:

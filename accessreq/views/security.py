@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,9 +17,10 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, acr, enqueue, reconcile
+from accessreq import access, acr, enqueue, expiry, reconcile
 from accessreq.errors import DomainError
 from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
+from accessreq.views import listing
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
 from accessreq.views.tokens import FLAGS, annotated, by_attention
 
@@ -54,6 +55,7 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         .order_by("-n", "team")[:20],
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
+        "soon": expiry.counts(Token.objects.all()),
     }
     return render(request, "accessreq/security.html", context)
 
@@ -131,14 +133,34 @@ def unmanaged_disable(request: AuthedRequest, pk: int) -> HttpResponse:
     )
 
 
+AUDIT_SORTS = {"newest": ("Newest first", ("-id",)), "oldest": ("Oldest first", ("id",))}
+
+
+def _on_or_after(qs: QuerySet[AuditEvent], value: str) -> QuerySet[AuditEvent]:
+    day = parse_date(value) if len(value) == 10 else None
+    return qs.filter(created_at__date__gte=day) if day else qs
+
+
+def _on_or_before(qs: QuerySet[AuditEvent], value: str) -> QuerySet[AuditEvent]:
+    day = parse_date(value) if len(value) == 10 else None
+    return qs.filter(created_at__date__lte=day) if day else qs
+
+
+AUDIT_FILTERS: dict[str, listing.Narrow] = {
+    "action": lambda qs, v: qs.filter(action__startswith=v),
+    "actor": lambda qs, v: qs.filter(actor_name=v),
+    "target": lambda qs, v: listing.search(qs, v, ("target_repr",)),
+    "since": _on_or_after,
+    "until": _on_or_before,
+}
+
+
 @login_required
 @require_GET
 def audit_log(request: AuthedRequest) -> HttpResponse:
     access.require_security(request.user)
-    qs = AuditEvent.objects.order_by("-id")
-    action = request.GET.get("action", "")
-    if action:
-        qs = qs.filter(action__startswith=action)
+    found = listing.read(request, tuple(AUDIT_FILTERS), AUDIT_SORTS)
+    qs = listing.ordered(listing.apply(AuditEvent.objects.all(), found, AUDIT_FILTERS), found)
     page = paginate(request, qs, per_page=50)
-    context = {"page": page, "action": action, "extra_query": urlencode({"action": action}) if action else ""}
+    context = {"page": page, "listing": found, "action": found["action"], "extra_query": found.query}
     return render(request, "accessreq/audit_log.html", context)
