@@ -128,3 +128,13 @@ def test_rotate_checks_the_lifetime_itself(token, requester) -> None:
     assert list(refused.value.errors) == ["password_days"]
     slot = tokens.rotate(token, requester, None)
     assert slot.lifetime_days is None  # the token's own
+
+
+def test_it_offers_every_sort_and_says_when_filters_hide_everything(token, requester) -> None:
+    alice = login(requester)
+    page = alice.get("/tokens/?sort=name").content.decode()
+    assert '<option value="name" selected>Name</option>' in page
+    assert '<option value="expires" >Next password expiry</option>' in page
+    assert "No tokens match these filters." in alice.get("/tokens/?owner=nobody").content.decode()
+    requests = alice.get("/requests/").content.decode()
+    assert '<option value="newest" selected>Newest first</option>' in requests

@@ -42,7 +42,10 @@ class Listing:
         return any(self.values.values())
 
     def __getitem__(self, name: str) -> str:
-        return self.values.get(name, "")
+        # Templates look names up as keys first: only the filters answer, so `listing.sort` is the attribute.
+        if name not in self.values:
+            raise KeyError(name)
+        return self.values[name]
 
 
 def read(request: HttpRequest, names: tuple[str, ...], sorts: Mapping[str, tuple[str, tuple[str, ...]]]) -> Listing:
@@ -79,6 +82,6 @@ Narrow = Callable[[QuerySet[Any], str], QuerySet[Any]]
 
 def apply(qs: QuerySet[Any], listing: Listing, filters: Mapping[str, Narrow]) -> QuerySet[Any]:
     for name, narrow in filters.items():
-        if listing[name]:
-            qs = narrow(qs, listing[name])
+        if value := listing.values.get(name, ""):
+            qs = narrow(qs, value)
     return qs
