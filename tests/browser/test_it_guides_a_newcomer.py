@@ -39,6 +39,7 @@ class Watch:
         self.page = page
         self.console: list[str] = []
         self.too_wide: dict[str, int] = {}
+        self.widths: dict[str, int] = {}
         page.on("console", lambda msg: self.console.append(f"{page.url}: {msg.text}") if msg.type == "error" else None)
         page.on("pageerror", lambda exc: self.console.append(f"{page.url}: {exc}"))
         # A violation names what it blocked, so a failure says where to look.
@@ -50,9 +51,11 @@ class Watch:
 
     def fits(self, name: str) -> None:
         self.page.wait_for_load_state("networkidle")
-        beyond = self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        if beyond > 0:
-            self.too_wide[name] = beyond
+        width = self.page.evaluate("document.documentElement.scrollWidth")
+        screen = self.page.evaluate("window.innerWidth")
+        self.widths[f"{name} at {screen} px"] = width
+        if width > screen:
+            self.too_wide[f"{name} at {screen} px"] = width - screen
 
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -241,6 +244,7 @@ def test_a_newcomer_gets_a_password_in_a_minute(page: Page, demo: None, celery_w
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (SCREENSHOTS / "walkthrough.txt").write_text(
         f"sign-in page to revealed and copied password, through two approvals, at 390 px: {elapsed:.1f} s\n"
+        "page widths (scrollWidth):\n" + "".join(f"  {k}: {v}\n" for k, v in watch.widths.items())
     )
     print(f"\nnewcomer walk-through: {elapsed:.1f} s from the sign-in page to the copied password")
     assert watch.console == [], watch.console
