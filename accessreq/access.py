@@ -30,6 +30,7 @@ from accessreq.models import (
     Registry,
     RequestStatus,
     ReviewItem,
+    SlotStatus,
     Token,
     TokenStatus,
     UnmanagedToken,
@@ -223,6 +224,11 @@ def token_to_change(user: User, pk: int) -> Token:
 def can_reveal(slot: PasswordSlot, user: User) -> bool:
     """A password is revealed to the one person who asked for it: the requester, or whoever rotated."""
     return slot.requested_by_id == user.pk
+
+
+def passwords_to_reveal(user: User) -> QuerySet[PasswordSlot]:
+    """Passwords generated for this person and not yet revealed: first passwords and rotated ones alike."""
+    return PasswordSlot.objects.filter(requested_by=user, status=SlotStatus.AWAITING_REVEAL)
 
 
 def first_slot_for_requester(user: User, request_pk: int) -> PasswordSlot:

@@ -162,6 +162,8 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     for error in exc.errors:
         message = _DJANGO_WORDING.get(error.get("type", ""), error.get("msg") or "Invalid value.")
         name = _field_name(error.get("loc", ()))
+        if error.get("type") == "too_long" and name == "rules":
+            message = flow.TOO_MANY_RULES
         if error.get("type") == "extra_forbidden" and name in _RENAMED:
             message = f"Unknown field: it is called {_RENAMED[name]}."
         if name in errors and any(_UNION_MEMBER.match(str(part)) for part in error.get("loc", ())):

@@ -40,6 +40,9 @@ MAX_RULES = 200
 MAX_PURPOSE = 500
 MAX_TEAM = 100
 NO_RULES = "Add at least one repository with its actions."
+TOO_MANY_RULES = (
+    f"A request holds at most {MAX_RULES} repositories; use a wildcard such as myapp/* to cover many at once."
+)
 
 
 def token_name_for(client_kind: str, team: str, number: int | str) -> str:
@@ -223,7 +226,7 @@ def _secret_taken(vault_url: str, name: str) -> bool:
 
 def _review_rules(found: Review, requester: User, rules: Sequence[Rule]) -> None:
     if len(rules) > MAX_RULES:
-        found.add("rules", f"A request holds at most {MAX_RULES} rules; use a wildcard such as myapp/* instead.")
+        found.add("rules", TOO_MANY_RULES)
         return
     valid = []
     for i, rule in enumerate(rules):

@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.models import User
 from django.forms import formset_factory
+from django.forms.utils import ErrorDict
 from django.utils import timezone
 
 from accessreq import flow, scopes
@@ -116,10 +117,29 @@ class RequestForm(forms.Form):
         if renews is not None:
             for name in ("delivery", "key_vault", "secret_name", "rotate_every_days", "rotate_before_expiry_days"):
                 del self.fields[name]
+        self._state_limits()
         if not self.is_bound:
             self.initial.setdefault("owner", requester.get_username())
             self.initial.setdefault("password_days", 30)
             self.initial.setdefault("retire_on", timezone.localdate() + timedelta(days=180))
+
+
+    def _state_limits(self) -> None:
+        """Each registry's policy beside its fields, before anyone meets it as an error."""
+        registries = list(Registry.objects.filter(active=True).order_by("name"))
+        if not registries:
+            return
+        today = timezone.localdate()
+        days = "; ".join(f"{r.name}: at most {r.max_password_days} days" for r in registries)
+        dates = "; ".join(
+            f"{r.name}: up to {today + timedelta(days=r.max_retirement_days):%Y-%m-%d}" for r in registries
+        )
+        self.fields["password_days"].help_text = f"How long each password works. {days}."
+        self.fields["retire_on"].help_text = f"When the token is disabled and then removed. {dates}."
+        widgets = self.fields["password_days"].widget.attrs, self.fields["retire_on"].widget.attrs
+        widgets[0].update(min=1, max=max(r.max_password_days for r in registries))
+        latest = max(r.max_retirement_days for r in registries)
+        widgets[1].update(min=f"{today + timedelta(days=1):%Y-%m-%d}", max=f"{today + timedelta(days=latest):%Y-%m-%d}")
 
 
 class NewRequest:
@@ -141,7 +161,9 @@ class NewRequest:
         initial: list[dict[str, Any]] | None = None if data is not None else [{}]
         if self.start_rules is not None and data is None:
             initial = [{"repository": r["repository"], "actions": r["actions"]} for r in self.start_rules] or [{}]
-        self.rules = RuleFormSet(data, prefix="rules", initial=initial)
+        self.rules = RuleFormSet(
+            data, prefix="rules", initial=initial, error_messages={"too_many_forms": flow.TOO_MANY_RULES}
+        )
         self.rule_errors: list[str] = []
         self.review: flow.Review | None = None
         self._valid: bool | None = None
@@ -177,6 +199,18 @@ class NewRequest:
                 messages = [m for m in messages if m != flow.NO_RULES]
             self._place(name, messages, rows)
         return form_ok and rules_ok and not self.review.errors
+
+    def without_errors(self) -> None:
+        """A form that comes back only to grow by one rule: keep every value and the preview, say nothing wrong yet.
+        Django keeps validation's outcome in private attributes, and offers no public way to clear it: hence the
+        ignores below."""
+        self.is_valid()
+        self.form._errors = ErrorDict()  # type: ignore[attr-defined]
+        self.rules._non_form_errors = self.rules.error_class()  # type: ignore[attr-defined]
+        for row in self.rules.forms:
+            row._errors = ErrorDict()  # type: ignore[attr-defined]
+        self.rules._errors = [row._errors for row in self.rules.forms]  # type: ignore[attr-defined]
+        self.rule_errors = []
 
     def _review(self, data: dict[str, Any], rules: list[scopes.Rule]) -> flow.Review:
         initial = self.form.initial

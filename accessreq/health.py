@@ -63,14 +63,15 @@ def check_broker() -> Check:
 
 def check_workers() -> Check:
     try:
-        replies = celery_app.control.ping(timeout=TIMEOUT)
+        # The first answer is enough to say "up": without a limit, ping waits out its whole timeout every time.
+        replies = celery_app.control.ping(timeout=TIMEOUT, limit=1)
     except Exception as exc:  # noqa: BLE001
         return Check("workers", False, type(exc).__name__)
     finally:
         _prune_filesystem_control_messages()
     if not replies:
         return Check("workers", False, "no worker answered a ping")
-    return Check("workers", True, f"{len(replies)} answered")
+    return Check("workers", True, "a worker answered")
 
 
 _last_prune = [float("-inf")]

@@ -353,6 +353,8 @@ class PasswordSlot(models.Model):
     # After a rotation, the old slot stays valid until its owner confirms the switch or this time passes.
     retire_after = models.DateTimeField(null=True, blank=True)
     generation = models.PositiveIntegerField(default=0, help_text="How many times this slot was generated.")
+    # The lifetime chosen for this slot's next password at rotation; empty means the token's own.
+    lifetime_days = models.PositiveIntegerField(null=True, blank=True)
     # Set while one worker generates the password: generateCredentials replaces the password in the registry, so
     # two overlapping runs would leave the registry holding a value other than the one sealed for the reveal.
     claimed_at = models.DateTimeField(null=True, blank=True)

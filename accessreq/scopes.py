@@ -131,3 +131,52 @@ def risks(rules: list[dict], client_kind: str) -> list[str]:
 
 def is_risky(rules: list[dict], client_kind: str) -> bool:
     return bool(risks(rules, client_kind))
+
+
+# --- In plain words ------------------------------------------------------------------------------------------------
+
+VERBS = {
+    "content/read": "pull",
+    "content/write": "push",
+    "content/delete": "delete images",
+    "metadata/read": "list tags",
+    "metadata/write": "change tag settings",
+}
+RISK_MEANINGS = {
+    "write": "it can change images that others pull and deploy",
+    "delete": "it can delete images for good",
+    "wildcard": "it covers repositories created later too, not only the ones there today",
+    "partner": "it is used outside the company",
+}
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _where(pattern: str) -> str:
+    if pattern == "*":
+        return "every repository in the registry, including ones created later"
+    if is_wildcard(pattern):
+        return f"every repository under {pattern[:-1]}, including ones created later"
+    return pattern
+
+
+def describe(rules: Sequence[dict]) -> list[str]:
+    """What the rules allow, one sentence each, for people: "Pull and push in myapp/api and myapp/web." Rules with
+    the same actions share a sentence; repositories come before wildcards, which come before everything."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for rule in sorted(rules, key=lambda r: (r["repository"] == "*", is_wildcard(r["repository"]), r["repository"])):
+        actions = tuple(a for a in ACTIONS if a in rule["actions"])
+        if actions:
+            groups.setdefault(actions, []).append(rule["repository"])
+    sentences = []
+    for actions, patterns in groups.items():
+        verbs = _and([VERBS[a] for a in actions])
+        sentences.append(f"{verbs[0].upper()}{verbs[1:]} in {_and([_where(p) for p in patterns])}.")
+    return sentences
+
+
+def explain_risks(found: Sequence[str]) -> list[tuple[str, str]]:
+    """Each risk with what it means, in the order given."""
+    return [(risk, RISK_MEANINGS.get(risk, "")) for risk in found]

@@ -55,7 +55,7 @@ def generate_slot(slot_id: int) -> None:
         return  # generated already, or another worker is generating it right now
     slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
     token = slot.token
-    expires_at = now + timedelta(days=token.password_days)
+    expires_at = now + timedelta(days=slot.lifetime_days or token.password_days)
     try:
         generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
     except Exception:

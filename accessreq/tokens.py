@@ -42,10 +42,15 @@ def _locked(token: Token) -> Token:
 # --- rotation ------------------------------------------------------------------------------------------------------
 
 
-def rotate(token: Token, user: User, request: HttpRequest | None) -> PasswordSlot:
+def rotate(
+    token: Token, user: User, request: HttpRequest | None, password_days: int | None = None
+) -> PasswordSlot:
     """Generate the free slot; the old one stays valid until the switch is confirmed or the grace period ends.
-    No new approval: scope and dates stay as approved."""
+    No new approval: scope and dates stay as approved. `password_days` chooses the new password's lifetime within
+    the registry's policy; without it, the token's own."""
     access.require(access.can_manage(token, user), "Only the token's owner or security can rotate it.")
+    if password_days is not None:
+        check_lifetime(token, password_days)
     if KeyVaultDelivery.objects.filter(token=token).exists():
         return delivery.rotate(token, user, request, "asked for")
     now = timezone.now()
@@ -68,6 +73,7 @@ def rotate(token: Token, user: User, request: HttpRequest | None) -> PasswordSlo
                 "status": SlotStatus.GENERATING,
                 "requested_by": user,
                 "retire_after": None,
+                "lifetime_days": password_days,
                 "expires_at": None,
                 "reveal_by": None,
                 "revealed_at": None,
@@ -80,10 +86,25 @@ def rotate(token: Token, user: User, request: HttpRequest | None) -> PasswordSlo
             "token.rotated",
             actor=user,
             target=token,
-            details={"new_slot": free, "old_slots": [s.name for s in in_use], "old_valid_until": grace_end},
+            details={
+                "new_slot": free,
+                "old_slots": [s.name for s in in_use],
+                "old_valid_until": grace_end,
+                "password_days": password_days or token.password_days,
+            },
             request=request,
         )
     return new
+
+
+def check_lifetime(token: Token, password_days: int) -> None:
+    """A rotated password lives from 1 day to the registry's maximum."""
+    maximum = token.registry.max_password_days
+    if not 1 <= password_days <= maximum:
+        raise Invalid(
+            f"Choose from 1 to {maximum} days: {token.registry} allows passwords of at most {maximum} days.",
+            field="password_days",
+        )
 
 
 def confirm_switch(token: Token, user: User, request: HttpRequest | None) -> list[str]:

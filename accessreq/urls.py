@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accessreq.views import api_keys, health, requests, reviews, security, security_tools, tokens
+from accessreq.views import api_keys, confirm, health, requests, reviews, security, security_tools, tokens
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -50,4 +50,7 @@ urlpatterns = [
     path("reviews/items/<int:pk>/keep", reviews.item_keep, name="review_item_keep"),
     path("reviews/items/<int:pk>/change", reviews.item_change, name="review_item_change"),
     path("reviews/items/<int:pk>/retire", reviews.item_retire, name="review_item_retire"),
+    # Asking first, for browsers without script (static/confirm.js asks in a dialog).
+    path("tokens/<int:pk>/confirm/<str:action>", confirm.token_confirm, name="token_confirm"),
+    path("api-keys/<int:pk>/confirm-revoke", confirm.api_key_confirm_revoke, name="api_key_confirm_revoke"),
 ]

@@ -32,7 +32,7 @@ STOP_GRACE_SECONDS = 12.0
 STARTUP_TIMEOUT_SECONDS = 60.0
 USERS = (
     ("alice", "requester"),
-    ("bob", "approver (myapp-owners, registry-admins)"),
+    ("bob", "approver (myapp-owners, shared-owners, registry-admins)"),
     ("carol", "approver (myapp-owners, shared-owners, registry-admins)"),
     ("sam", "security"),
     ("admin", "superuser"),
@@ -117,6 +117,10 @@ def _environment(port: int, emulator_port: int, data_plane: bool, var_dir: Path)
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         # Children write through a pipe; unbuffered, their lines show up when they happen.
         "PYTHONUNBUFFERED": "1",
+        # One-click sign-in as each demo user, and a short guide, on the sign-in page (only ever with DEBUG on).
+        "PORTAL_DEMO": "1",
+        # One line per e-mail on the console, the whole message in var/mail/: the banner stays readable.
+        "EMAIL_BACKEND": "portal.mail.OneLineBackend",
     }
     if data_plane:
         # The local registry speaks plain http; on Azure, login servers are https.
@@ -233,10 +237,11 @@ def _banner(port: int, data_plane: list[str]) -> None:
         "",
         f"ACR Access Portal is running at {url}/",
         f"Health: {url}/healthz",
-        f"Sign in with password {PASSWORD!r} as:",
+        f"Sign in with one click on the sign-in page, or with password {PASSWORD!r}, as:",
         *(f"  {user:<6} {role}" for user, role in USERS),
+        "Try this: alice asks to push to myapp/api, bob and carol approve, alice reveals the password.",
         *data_plane,
-        "E-mails are printed below by the worker and the web server. Stop with Ctrl-C.",
+        "E-mails: one line each below, the whole message in var/mail/. Stop with Ctrl-C.",
         "",
     ]
     for line in lines:
@@ -282,14 +287,16 @@ def main() -> int:
     services = [
         Child("worker", [*celery, "worker", "-l", "info", "--concurrency", "2"]),
         Child("beat", [*celery, "beat", "-l", "info", "-s", str(var_dir / "celerybeat-schedule")]),
-        Child("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"]),
+        # The web server production runs (gunicorn.conf.py), bound to this machine only.
+        Child("web", [python, "-m", "gunicorn", "portal.wsgi", "--config", str(BASE_DIR / "gunicorn.conf.py"),
+                      "--bind", f"127.0.0.1:{port}", "--workers", "2"]),  # fmt: skip
     ]
     children = [emulator, *services]
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        _run_step("migrate", [python, manage, "migrate", "--noinput"])
+        _run_step("migrate", [python, manage, "migrate", "--noinput", "--verbosity", "0"])
         say("demo", "starting the ACR emulator")
         emulator.start()
         _wait_until(emulator, f"http://127.0.0.1:{emulator_port}/_emulator/health")

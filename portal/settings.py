@@ -143,6 +143,8 @@ MIDDLEWARE = [
 # Django's own limit is the same, so a body that slips past the middleware (no Content-Length) is refused too.
 MAX_REQUEST_BODY_BYTES = envint("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# A request form holds up to 200 rules, each a repository and up to 5 actions, beside its own dozen fields.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1300
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -252,12 +254,13 @@ if EMAIL_HOST:
     EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 # Celery. The broker is Redis when REDIS_URL or CELERY_BROKER_URL is set, else kombu's filesystem transport, which
 # needs no server and so lets a fresh machine run a real worker.
 REDIS_URL = env("REDIS_URL", "")
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+# The filesystem transport ignores the host; naming one keeps kombu from warning about it on every connection.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://localhost/")
 BROKER_DIR = VAR_DIR / "broker"
 
 
@@ -498,3 +501,7 @@ FAILED_LOGIN_BURST_MINUTES = envint("FAILED_LOGIN_BURST_MINUTES", 10)
 # Actions unused this long are suggested for removal; tokens unused this long for retirement.
 LEAST_PRIVILEGE_DAYS = envint("LEAST_PRIVILEGE_DAYS", 30)
 STALE_DAYS = envint("STALE_DAYS", 30)
+# --- The demo (python -m portal.demo) --------------------------------------------------------------------------------
+# Demo mode offers one-click sign-in as each demo user and a short guide on the sign-in page. It only ever takes
+# effect with DEBUG on: a deployment (DEBUG off) never signs anyone in without a password.
+DEMO = DEBUG and envbool("PORTAL_DEMO", False)

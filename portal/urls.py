@@ -7,6 +7,7 @@ from django.urls import include, path
 from accessreq.api import api
 from accessreq.auth import sso_enabled
 from accessreq.ratelimit import rate_limited
+from portal.demo_signin import demo_accounts
 
 admin.site.site_header = "ACR Access Portal administration"
 
@@ -14,7 +15,10 @@ urlpatterns = [
     path(
         "accounts/login/",
         rate_limited("signin")(
-            auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"sso_enabled": sso_enabled})
+            auth_views.LoginView.as_view(
+                redirect_authenticated_user=True,
+                extra_context={"sso_enabled": sso_enabled, "demo_accounts": demo_accounts},
+            )
         ),
         name="login",
     ),

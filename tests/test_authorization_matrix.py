@@ -84,6 +84,12 @@ GETS = [
     ("/reviews/mine", ALL_SIGNED_IN),
     ("/reviews/{V}/", SECURITY_ONLY),
     ("/reviews/{V}/export?format=csv", SECURITY_ONLY),
+    # Confirmation pages change nothing: GET and POST both only ask.
+    ("/tokens/{T}/confirm/disable", {"alice": 200, "dave": 404, "bob": 200, "carol": 200, "sam": 200, "root": 200}),
+    ("/tokens/{T}/confirm/retire", {"alice": 200, "dave": 404, "bob": 403, "carol": 403, "sam": 200, "root": 200}),
+    ("/tokens/{T}/confirm/transfer", {"alice": 200, "dave": 404, "bob": 403, "carol": 403, "sam": 200, "root": 200}),
+    ("/tokens/{T}/confirm/nonsense", {"alice": 404, "dave": 404, "bob": 404, "carol": 404, "sam": 404, "root": 404}),
+    ("/api-keys/{K}/confirm-revoke", {"alice": 404, "dave": 404, "bob": 200, "carol": 404, "sam": 404, "root": 404}),
 ]
 
 # (path, body, {user: status}) in the order the users act: the allowed, state-changing one last.
@@ -154,7 +160,7 @@ def test_it_covers_every_page() -> None:
     from accessreq.urls import urlpatterns
 
     def shape(path: str) -> str:
-        return re.sub(r"\{[A-Z]\}|<[^>]+>|password[12]", "*", "/" + path.split("?")[0].lstrip("/"))
+        return re.sub(r"\{[A-Z]\}|<[^>]+>|password[12]|(?<=/confirm/)[a-z]+", "*", "/" + path.split("?")[0].lstrip("/"))
 
     covered = {shape(p) for p, _ in GETS} | {shape(p) for p, _, _ in POSTS} | PUBLIC
     routes = {shape(str(pattern.pattern)) for pattern in urlpatterns}

@@ -26,7 +26,7 @@ class AuthedRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def paginate(request: HttpRequest, queryset: QuerySet[Any], per_page: int | None = None) -> Page[Any]:
+def paginate(request: HttpRequest, queryset: QuerySet[Any] | list[Any], per_page: int | None = None) -> Page[Any]:
     return Paginator(queryset, per_page or settings.PAGE_SIZE).get_page(request.GET.get("page"))
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -13,19 +12,21 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, flow, scopes, slots, usage
+from accessreq import access, expiry, flow, scopes, slots, usage
 from accessreq.errors import DomainError, Gone
 from accessreq.forms import NewRequest
 from accessreq.models import (
     OPEN_REQUEST_STATUSES,
     AccessRequest,
     PasswordSlot,
+    Registry,
     RequestStatus,
     SlotStatus,
     Token,
     with_details,
 )
 from accessreq.ratelimit import rate_limited
+from accessreq.views import listing
 from accessreq.views.common import AuthedRequest, act, paginate, status_for, wants_fragment
 
 
@@ -35,7 +36,9 @@ def home(request: AuthedRequest) -> HttpResponse:
     user = request.user
     open_requests = AccessRequest.objects.filter(requester=user, status__in=OPEN_REQUEST_STATUSES).count()
     waiting = access.approval_queue_for(user).count() if access.roles_for(user).is_approver else 0
-    to_reveal = PasswordSlot.objects.filter(token__requester=user, status=SlotStatus.AWAITING_REVEAL).count()
+    to_reveal = list(
+        access.passwords_to_reveal(user).select_related("token__registry").order_by("created_at", "pk")[:20]
+    )
     tokens = Token.objects.filter(owner=user).count()
     recent = with_details(AccessRequest.objects.filter(requester=user))[:5]
     context = {
@@ -44,24 +47,53 @@ def home(request: AuthedRequest) -> HttpResponse:
         "to_reveal": to_reveal,
         "tokens": tokens,
         "recent": recent,
+        "soon": expiry.counts(access.tokens_for(user)),
     }
     return render(request, "accessreq/home.html", context)
+
+
+REQUEST_SORTS = {
+    "newest": ("Newest first", ("-created_at", "-id")),
+    "oldest": ("Oldest first", ("created_at", "id")),
+    "status": ("Status", ("status", "-created_at", "-id")),
+    "token": ("Token name", ("token_name", "id")),
+}
+REQUEST_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(qs, v, ("token_name", "purpose", "team", "owner__username")),
+    "registry": lambda qs, v: qs.filter(registry__name=v),
+    "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
+    "status": lambda qs, v: qs.filter(status=v) if v in RequestStatus.values else qs,
+}
+QUEUE_SORTS = {
+    "oldest": ("Oldest first", ("created_at", "id")),
+    "newest": ("Newest first", ("-created_at", "-id")),
+}
+QUEUE_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(qs, v, ("token_name", "purpose", "team", "requester__username")),
+    "registry": lambda qs, v: qs.filter(registry__name=v),
+    "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
+    "team": lambda qs, v: qs.filter(team__icontains=v),
+}
+
+
+def _registry_names() -> list[str]:
+    return list(Registry.objects.filter(active=True).order_by("name").values_list("name", flat=True))
 
 
 @login_required
 @require_GET
 @vary_on_headers("HX-Request")
 def request_list(request: AuthedRequest) -> HttpResponse:
-    qs = access.my_requests(request.user)
-    status = request.GET.get("status", "")
-    if status in RequestStatus.values:
-        qs = qs.filter(status=status)
-    page = paginate(request, with_details(qs).order_by("-created_at", "-id"))
+    found = listing.read(request, tuple(REQUEST_FILTERS), REQUEST_SORTS)
+    qs = listing.apply(access.my_requests(request.user), found, REQUEST_FILTERS)
+    page = paginate(request, listing.ordered(with_details(qs), found))
     context = {
         "page": page,
-        "status": status,
+        "listing": found,
+        "status": found["status"],
         "statuses": RequestStatus.choices,
-        "extra_query": urlencode({"status": status}) if status else "",
+        "registries": _registry_names(),
+        "extra_query": found.query,
     }
     template = "accessreq/request_rows.html" if wants_fragment(request) else "accessreq/request_list.html"
     return render(request, template, context)
@@ -80,7 +112,7 @@ def _rule_rows(request: AuthedRequest) -> int:
 @rate_limited("request")
 def request_new(request: AuthedRequest) -> HttpResponse:
     renews = _token_to_change(request)
-    base = {"renews": renews}
+    base = {"renews": renews, "limits": {"max_rules": flow.MAX_RULES, "max_actions": scopes.MAX_ACTIONS_PER_SCOPE_MAP}}
     if request.method == "GET":
         # ?rule=repository:action,action (repeated) prefills a change with other rules, e.g. a narrower access
         # suggested from the token's usage; only with ?renew=, and only as a starting point for the form.
@@ -93,7 +125,9 @@ def request_new(request: AuthedRequest) -> HttpResponse:
         data = request.POST.copy()
         data["rules-TOTAL_FORMS"] = str(_rule_rows(request) + 1)
         new = NewRequest(request.user, data, renews=renews)
-        context = {**base, "new": new, "preview": _preview(new), "adding": True}
+        preview = _preview(new)
+        new.without_errors()
+        context = {**base, "new": new, "preview": preview, "adding": True}
         return render(request, "accessreq/request_new.html", context)
     new = NewRequest(request.user, request.POST, renews=renews)
     if not new.is_valid():
@@ -124,11 +158,28 @@ def _preview(new: NewRequest) -> dict[str, object]:
         if new.renews
         else flow.token_name_for(client_kind, data.get("team") or "team", "N"),
         "requirements": review.requirements if review else [],
-        "rule_errors": review.errors.get("rules", []) if review else [],
+        "rule_errors": _rule_problems(new),
+        "renews": new.renews,
         "wildcards": [r["repository"] for r in rules if scopes.is_wildcard(r["repository"])],
         "risks": scopes.risks(rules, client_kind),
         "registry": data.get("registry"),
     }
+
+
+def _rule_problems(new: NewRequest) -> list[str]:
+    """Why the preview leaves something out: each rule's own error by its number, then those of the whole set."""
+    problems: list[str] = []
+    for number, row in enumerate(new.rules.forms, start=1):
+        repository = (row.data.get(row.add_prefix("repository")) or "").strip()
+        for field, errors in row.errors.items():
+            what = f"Repository {number}" + (f" ({repository})" if repository else "")
+            if field == "actions":
+                what = f"Actions on repository {number}"
+            problems.extend(f"{what}: {error}" for error in errors)
+    problems.extend(str(e) for e in new.rules.non_form_errors())
+    if new.review:
+        problems.extend(m for m in new.review.errors.get("rules", []) if m != flow.NO_RULES)
+    return problems
 
 
 def _token_to_change(request: AuthedRequest) -> Token | None:
@@ -233,9 +284,21 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
-    page = paginate(request, with_details(access.approval_queue_for(request.user)).order_by("created_at", "id"))
+    found = listing.read(request, (*QUEUE_FILTERS, "risk"), QUEUE_SORTS)
+    qs = listing.apply(access.approval_queue_for(request.user), found, QUEUE_FILTERS)
+    ordered = listing.ordered(with_details(qs), found)
+    queue: QuerySet[AccessRequest] | list[AccessRequest] = ordered
+    if found["risk"] in ("risky", "read"):
+        # Risk is worked out from each request's rules, so it filters the (bounded) queue in Python.
+        wanted = found["risk"] == "risky"
+        queue = [r for r in ordered[:QUEUE_RISK_SCAN] if bool(r.risks) == wanted]
+    page = paginate(request, queue)
+    context = {"page": page, "listing": found, "registries": _registry_names(), "extra_query": found.query}
     template = "accessreq/queue_rows.html" if wants_fragment(request) else "accessreq/queue.html"
-    return render(request, template, {"page": page})
+    return render(request, template, context)
+
+
+QUEUE_RISK_SCAN = 1000
 
 
 @login_required
@@ -255,9 +318,15 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
     except DomainError as exc:
         error, status = str(exc), status_for(exc)
     if request.htmx:
+        # The row again, with the refusal in it, where the approver is looking. A 200, so htmx swaps it and the
+        # browser logs no failed request; the refusal's own status travels in a header for anyone who asks.
         row = with_details(AccessRequest.objects.filter(pk=pk)).get()
         context = {"req": row, "error": error, "decided": not error, "comment": comment}
-        return render(request, "accessreq/queue_row.html", context, status=status)
+        response = render(request, "accessreq/queue_row.html", context)
+        response["HX-Reswap"] = "outerHTML"
+        if error:
+            response["X-Refused-Status"] = str(status)
+        return response
     if error:
         messages.error(request, error)
     else:
@@ -268,11 +337,23 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @rate_limited("reveal")
 def reveal(request: AuthedRequest, pk: int) -> HttpResponse:
+    if request.method == "GET":
+        access_request = access.get_request_for_user(request.user, pk)
+        return reveal_is_a_button(request, access_request.get_absolute_url(), f"request #{pk}")
     slot = access.first_slot_for_requester(request.user, pk)
     return render_reveal(request, slot, reverse("request_detail", args=[pk]), f"Back to request #{pk}")
+
+
+def reveal_is_a_button(request: AuthedRequest, page_url: str, page_name: str) -> HttpResponse:
+    """A reveal address opened by a reload, a bookmark or a shared link: revealing is a button, never a visit, so
+    that nothing but a deliberate press shows the password. Still a 405 (only POST reveals), but one that says so."""
+    context = {"page_url": page_url, "page_name": page_name}
+    response = render(request, "accessreq/reveal_get.html", context, status=405)
+    response["Allow"] = "POST"
+    return response
 
 
 def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, back_label: str) -> HttpResponse:
@@ -281,7 +362,8 @@ def render_reveal(request: AuthedRequest, slot: PasswordSlot, back_url: str, bac
     try:
         revealed = slots.reveal(slot, request.user, request)
     except Gone as exc:
-        refused = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, **back}
+        manages = access.can_manage(slot.token, request.user)
+        refused = {"slot": slot, "reason": str(exc), "revealed_at": exc.revealed_at, "manages": manages, **back}
         return render(request, "accessreq/reveal_refused.html", refused, status=410)
     regenerated = slot.generation > 1 or slot.token.last_rotated_at is not None
     context: dict[str, object] = {"revealed": revealed, "slot": slot, "regenerated": regenerated, **back}

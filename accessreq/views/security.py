@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, acr, enqueue, reconcile
+from accessreq import access, acr, enqueue, expiry, reconcile
 from accessreq.errors import DomainError
 from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
-from accessreq.views.common import AuthedRequest, act, paginate
+from accessreq.views import listing
+from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
 from accessreq.views.tokens import FLAGS, USED_FILTERS, annotated, by_attention
 
 
 @login_required
 @require_GET
+@vary_on_headers("HX-Request")
 def security_dashboard(request: AuthedRequest) -> HttpResponse:
     access.require_security(request.user, "This page is for security staff.")
+    reconciling = _reconciling(request)
+    if wants_fragment(request) and reconciling is not None:
+        if reconciling["running"]:
+            return HttpResponse(status=204)  # nothing new: htmx swaps nothing
+        # Done (or given up on): the whole page again, findings and all, without the polling.
+        response = HttpResponse(status=200)
+        response["HX-Redirect"] = request.get_full_path()
+        return response
     tokens = annotated(Token.objects.filter(status__in=LIVE_TOKEN_STATUSES))
     counts = {key: tokens.filter(q).count() for key, (_, q) in FLAGS.items()}
     context = {
@@ -43,6 +55,8 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         .annotate(n=Count("id"), owners=Count("owner", distinct=True))
         .order_by("-n", "team")[:20],
         "default_retire_on": timezone.localdate() + timedelta(days=90),
+        "reconciling": reconciling,
+        "soon": expiry.counts(Token.objects.all()),
     }
     return render(request, "accessreq/security.html", context)
 
@@ -52,9 +66,33 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
 def registry_reconcile(request: AuthedRequest, pk: int) -> HttpResponse:
     registry = access.get_registry_for_security(request.user, pk)
     # A registry may hold thousands of tokens: reading them is the worker's job, not the web request's.
+    after = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
     enqueue.reconcile_registry(registry.pk, request.user.pk)
-    messages.success(request, f"Reconciling {registry} has started; its findings appear here when it is done.")
-    return redirect("security")
+    messages.success(request, f"Reconciling {registry} has started; this page shows its findings when it is done.")
+    query = urlencode({"reconciling": registry.pk, "after": after, "since": int(timezone.now().timestamp())})
+    return redirect(f"{reverse('security')}?{query}")
+
+
+RECONCILE_PATIENCE = timedelta(minutes=5)
+
+
+def _reconciling(request: AuthedRequest) -> dict[str, object] | None:
+    """A reconcile this person started from the page: running (the page asks every 2 s), done, or overdue."""
+    raw = {k: request.GET.get(k, "") for k in ("reconciling", "after", "since")}
+    if not all(v.isdigit() for v in raw.values()):
+        return None
+    registry = Registry.objects.filter(pk=int(raw["reconciling"])).first()
+    if registry is None:
+        return None
+    done = AuditEvent.objects.filter(
+        id__gt=int(raw["after"]),
+        action="registry.reconciled",
+        target_type=Registry._meta.label_lower,
+        target_id=str(registry.pk),
+    ).first()
+    started = datetime.fromtimestamp(int(raw["since"]), tz=UTC)
+    overdue = done is None and timezone.now() - started > RECONCILE_PATIENCE
+    return {"registry": registry, "done": done, "overdue": overdue, "running": done is None and not overdue}
 
 
 @login_required
@@ -96,14 +134,34 @@ def unmanaged_disable(request: AuthedRequest, pk: int) -> HttpResponse:
     )
 
 
+AUDIT_SORTS = {"newest": ("Newest first", ("-id",)), "oldest": ("Oldest first", ("id",))}
+
+
+def _on_or_after(qs: QuerySet[AuditEvent], value: str) -> QuerySet[AuditEvent]:
+    day = parse_date(value) if len(value) == 10 else None
+    return qs.filter(created_at__date__gte=day) if day else qs
+
+
+def _on_or_before(qs: QuerySet[AuditEvent], value: str) -> QuerySet[AuditEvent]:
+    day = parse_date(value) if len(value) == 10 else None
+    return qs.filter(created_at__date__lte=day) if day else qs
+
+
+AUDIT_FILTERS: dict[str, listing.Narrow] = {
+    "action": lambda qs, v: qs.filter(action__startswith=v),
+    "actor": lambda qs, v: qs.filter(actor_name=v),
+    "target": lambda qs, v: listing.search(qs, v, ("target_repr",)),
+    "since": _on_or_after,
+    "until": _on_or_before,
+}
+
+
 @login_required
 @require_GET
 def audit_log(request: AuthedRequest) -> HttpResponse:
     access.require_security(request.user, "The audit log is for security staff.")
-    qs = AuditEvent.objects.order_by("-id")
-    action = request.GET.get("action", "")
-    if action:
-        qs = qs.filter(action__startswith=action)
+    found = listing.read(request, tuple(AUDIT_FILTERS), AUDIT_SORTS)
+    qs = listing.ordered(listing.apply(AuditEvent.objects.all(), found, AUDIT_FILTERS), found)
     page = paginate(request, qs, per_page=50)
-    context = {"page": page, "action": action, "extra_query": urlencode({"action": action}) if action else ""}
+    context = {"page": page, "listing": found, "action": found["action"], "extra_query": found.query}
     return render(request, "accessreq/audit_log.html", context)

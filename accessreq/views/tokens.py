@@ -7,27 +7,31 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Case, Count, IntegerField, Min, Q, QuerySet, Value, When
+from django.contrib.auth.models import User
+from django.db.models import Case, Count, F, IntegerField, Min, Q, QuerySet, Value, When
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, delivery, reconcile, slots, tokens, usage
+from accessreq import access, delivery, expiry, history, reconcile, scopes, slots, tokens, usage
+from accessreq.errors import Invalid
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
     KeyVaultDelivery,
     PasswordSlot,
+    Registry,
     SlotStatus,
     StorageLocation,
     Token,
     TokenStatus,
 )
 from accessreq.ratelimit import rate_limited
+from accessreq.views import listing
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
-from accessreq.views.requests import render_reveal
+from accessreq.views.requests import render_reveal, reveal_is_a_button
 
 FLAGS = {
     "orphaned": ("Owner deactivated", Q(orphaned_at__isnull=False)),
@@ -74,40 +78,88 @@ def by_attention(qs: QuerySet[Token]) -> QuerySet[Token]:
     ).order_by("urgency", "next_expiry", "retire_on", "pk")
 
 
+TOKEN_SORTS = {
+    "attention": ("Needs attention first", ()),
+    "expires": ("Next password expiry", (F("next_expiry").asc(nulls_last=True), "pk")),
+    "retires": ("Retirement date", ("retire_on", "pk")),
+    "name": ("Name", ("name", "pk")),
+    "owner": ("Owner", ("owner__username", "name", "pk")),
+    "team": ("Team", ("team", "name", "pk")),
+    "newest": ("Newest first", ("-created_at", "-pk")),
+}
+EXPIRY_CHOICES = {"soon": "Expires or retires soon", "expired": "Every password expired"}
+
+
+def _expiry(qs: QuerySet[Token], value: str) -> QuerySet[Token]:
+    if value == "soon":
+        return qs.filter(expiry.soon_filter())
+    if value == "expired":
+        return qs.filter(FLAGS["expired"][1])
+    return qs
+
+
+TOKEN_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(qs, v, ("name", "purpose", "team", "owner__username")),
+    "registry": lambda qs, v: qs.filter(registry__name=v),
+    "owner": lambda qs, v: qs.filter(owner__username=v),
+    "team": lambda qs, v: qs.filter(team__icontains=v),
+    "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
+    "flag": lambda qs, v: qs.filter(FLAGS[v][1]) if v in FLAGS else qs,
+    "expiry": _expiry,
+}
+
+
 @login_required
 @require_GET
 def token_list(request: AuthedRequest) -> HttpResponse:
     qs = annotated(access.tokens_for(request.user))
-    status = request.GET.get("status", "live")
+    found = listing.read(request, (*TOKEN_FILTERS, "status"), TOKEN_SORTS)
+    status = found["status"] or "live"
+    found.values["status"] = "" if status == "live" else status
     if status == "live":
         qs = qs.filter(status__in=LIVE_TOKEN_STATUSES)
     elif status in TokenStatus.values:
         qs = qs.filter(status=status)
-    flag = request.GET.get("flag", "")
-    if flag in FLAGS:
-        qs = qs.filter(FLAGS[flag][1])
+    qs = listing.apply(qs, found, TOKEN_FILTERS)
     used = request.GET.get("used", "")
     if used in USED_FILTERS:
         qs = qs.filter(USED_FILTERS[used][1]())
-    page = paginate(request, by_attention(qs))
-    query = {k: v for k, v in {"status": status, "flag": flag, "used": used}.items() if v}
+    qs = by_attention(qs) if found.sort == "attention" else listing.ordered(qs, found)
     context = {
-        "page": page,
+        "page": paginate(request, qs),
+        "listing": found,
         "status": status,
-        "flag": flag,
+        "flag": found["flag"],
         "used": used,
         "used_filters": {k: label for k, (label, _) in USED_FILTERS.items()},
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         "statuses": TokenStatus.choices,
-        "extra_query": urlencode(query),
-        "soon": timezone.now() + timedelta(days=14),
+        "expiry_choices": EXPIRY_CHOICES,
+        "registries": Registry.objects.filter(active=True).order_by("name").values_list("name", flat=True),
+        "extra_query": "&".join(q for q in (found.query, urlencode({"used": used}) if used else "") if q),
     }
     return render(request, "accessreq/token_list.html", context)
+
+
+def _manage(token: Token, user: User) -> dict[str, bool]:
+    """What the Manage card offers this person for this token now; no card at all when nothing."""
+    live = token.status in (TokenStatus.ACTIVE, TokenStatus.DISABLED)
+    owner_actions = live and access.can_manage(token, user)
+    switch = access.can_switch(token, user)
+    found = {
+        "change": owner_actions,
+        "owner_actions": owner_actions,
+        "disable": switch and token.status == TokenStatus.ACTIVE,
+        "enable": switch and token.status == TokenStatus.DISABLED,
+    }
+    return {**found, "any": any(found.values())}
 
 
 def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
     token_slots = list(PasswordSlot.objects.filter(token=token))
     return {
+        "manage": _manage(token, request.user),
+        "token_risks": scopes.risks(token.rules, token.client_kind),
         "token": token,
         "slots": token_slots,
         "generating": any(s.status == SlotStatus.GENERATING for s in token_slots),
@@ -117,6 +169,7 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
         "is_security": access.roles_for(request.user).is_security,
         "rotating": any(s.retire_after for s in token_slots),
         "history": token.renewals.order_by("-created_at")[:10],
+        "events": list(history.for_token(token)),
         "grace_days": settings.ROTATION_GRACE_DAYS,
         **_delivery_context(request, token),
         **_usage_context(token),
@@ -167,10 +220,20 @@ def token_detail(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def token_rotate(request: AuthedRequest, pk: int) -> HttpResponse:
     token = access.get_token_for_user(request.user, pk)
+    raw = request.POST.get("password_days", "").strip()
+    try:
+        days = int(raw) if raw else None
+        if days is not None:
+            tokens.check_lifetime(token, days)
+    except (ValueError, Invalid) as exc:
+        # Beside the field, on the page as it was: nothing was rotated.
+        message = exc.errors["password_days"][0] if isinstance(exc, Invalid) else "Enter a whole number of days."
+        context = {**_token_context(request, token), "rotate_error": message, "rotate_days": raw}
+        return render(request, "accessreq/token_detail.html", context, status=400)
     return act(
         request,
         token,
-        lambda: tokens.rotate(token, request.user, request),
+        lambda: tokens.rotate(token, request.user, request, password_days=days),
         "A new password is being generated in the free slot. The old one keeps working until you confirm the switch.",
     )
 
@@ -189,9 +252,12 @@ def token_confirm_switch(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @rate_limited("reveal")
 def token_reveal(request: AuthedRequest, pk: int, slot: str) -> HttpResponse:
+    if request.method == "GET":
+        token = access.get_token_for_user(request.user, pk)
+        return reveal_is_a_button(request, f"{token.get_absolute_url()}#token-slots", f"token {token.name}")
     found = access.slot_for_revealer(request.user, pk, slot)
     token = found.token
     return render_reveal(request, found, token.get_absolute_url(), f"Back to token {token.name}")

@@ -23,10 +23,12 @@ REGISTRY = "contosodemo"
 LOCATION = "westeurope"
 
 GROUPS = ("myapp-owners", "shared-owners", "registry-admins", "security")
+# username: (first name, last name, groups). Every owner group has two members besides the requester, so a write,
+# which needs two approvals, can be filed for every pattern, `*` included.
 # username: (first name, last name, groups)
 PEOPLE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "alice": ("Alice", "Archer", ()),
-    "bob": ("Bob", "Baker", ("myapp-owners", "registry-admins")),
+    "bob": ("Bob", "Baker", ("myapp-owners", "shared-owners", "registry-admins")),
     "carol": ("Carol", "Cooper", ("myapp-owners", "shared-owners", "registry-admins")),
     "sam": ("Sam", "Sentry", ("security",)),
 }
