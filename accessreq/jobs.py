@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accessreq import audit, provisioning, reconcile, reminders, slots, tokens
+from accessreq import audit, enqueue, provisioning, reconcile, reminders, slots, tokens
 
 
 def sweep_stuck() -> int:
     """Work whose message was lost: requests still provisioning and passwords still being generated."""
     return provisioning.sweep_stuck() + slots.sweep_stuck()
+
+
+def sweep_claims() -> int:
+    """Work whose worker died (its claim's heartbeat stopped) or whose message is overdue: sent again in seconds."""
+    return provisioning.sweep_claims() + slots.sweep_claims()
 
 
 def anchor_audit() -> int:
@@ -32,6 +37,8 @@ JOBS: dict[str, Callable[[], int]] = {
     "send-reminders": reminders.send_reminders,
     "reconcile": reconcile.reconcile_all,
     "anchor-audit": anchor_audit,
+    "relay-outbox": enqueue.relay,
+    "sweep-claims": sweep_claims,
 }
 
 
