@@ -43,7 +43,11 @@ def _locked(token: Token) -> Token:
 def rotate(token: Token, user: AbstractBaseUser, request: HttpRequest | None) -> PasswordSlot:
     """Generate the free slot; the old one stays valid until the switch is confirmed or the grace period ends.
     No new approval: scope and dates stay as approved."""
-    access.require(access.can_manage(token, user), "Only the token's owner or security can rotate it.")
+    access.require(
+        access.can_rotate(token, user),
+        "Only the token's owner can rotate it: a new password of someone else's token is not yours to reveal. "
+        "Disable or retire it, or hand it to a new owner.",
+    )
     now = timezone.now()
     with transaction.atomic():
         token = _locked(token)
@@ -223,6 +227,10 @@ def transfer(token: Token, user: AbstractBaseUser, new_owner_username: str, requ
         raise Invalid(f"No active user is called {new_owner_username.strip()!r}.", field="to")
     if new_owner.pk == token.owner_id:
         raise Invalid("That person already owns this token.", field="to")
+    access.require(
+        access.can_transfer_to(token, user, new_owner),
+        "Security hands a token to someone else, not to themselves.",
+    )
     previous = token.owner
     with transaction.atomic():
         moved = Token.objects.filter(pk=token.pk, owner=previous).update(owner=new_owner, orphaned_at=None)
