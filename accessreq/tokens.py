@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def _locked(token: Token) -> Token:
-    return Token.objects.select_for_update().select_related("registry", "owner").get(pk=token.pk)
+    return Token.objects.select_for_update(of=("self",)).select_related("registry", "owner").get(pk=token.pk)
 
 
 # --- rotation ------------------------------------------------------------------------------------------------------
