@@ -198,7 +198,12 @@ def _apply_change(req: AccessRequest) -> None:
 def fail(req: AccessRequest, reason: str) -> None:
     with transaction.atomic():
         moved = AccessRequest.objects.filter(pk=req.pk, status__in=IN_PROGRESS_REQUEST_STATUSES).update(
-            status=RequestStatus.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
+            status=RequestStatus.FAILED,
+            failure_reason=reason[:2000],
+            updated_at=timezone.now(),
+            claimed_at=None,
+            claim_token="",
+            next_attempt_at=None,
         )
         if moved == 1:
             audit.record("request.failed", actor=None, target=req, details={"reason": reason[:2000]})
