@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 
 from celery import current_app
@@ -29,23 +30,32 @@ RECONCILE_REGISTRY = "accessreq.tasks.reconcile_registry"
 RELAY_AFTER = timedelta(seconds=2)
 # Sent messages are kept this long, for whoever investigates.
 KEEP_SENT = timedelta(days=1)
+# After the broker refused a message, this process leaves new ones to the relay for this long instead of making each
+# web request wait for a broker that is down (connecting to it can take seconds before it fails).
+BREAKER_SECONDS = 10.0
+_broker_down_until = 0.0
 
 
 def _send(message: OutboxMessage) -> bool:
     """Publish one message; True when the broker took it. `retry=False`: a broker that is down fails at once."""
+    global _broker_down_until
     try:
         current_app.send_task(message.task, args=message.args, retry=False)
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the message for the relay
+        _broker_down_until = time.monotonic() + BREAKER_SECONDS
         log.warning("outbox %s: the broker did not take %s, the relay will send it: %s", message.pk, message.task, exc)
         OutboxMessage.objects.filter(pk=message.pk).update(
             send_attempts=message.send_attempts + 1, last_error=f"{type(exc).__name__}: {exc}"[:500]
         )
         return False
+    _broker_down_until = 0.0
     OutboxMessage.objects.filter(pk=message.pk).update(sent_at=timezone.now(), send_attempts=message.send_attempts + 1)
     return True
 
 
 def _send_after_commit(pk: int) -> None:
+    if time.monotonic() < _broker_down_until:
+        return  # the broker was down a moment ago: the relay sends it when it is back
     message = OutboxMessage.objects.filter(pk=pk, sent_at__isnull=True).first()
     if message is not None:
         _send(message)

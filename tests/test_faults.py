@@ -225,8 +225,14 @@ def test_a_redis_restart_loses_nothing(registry, requester, approver, acr, setti
     url = f"redis://127.0.0.1:{port}/0"
     original = app.conf.broker_url
     redis = _redis(port)
-    app.conf.broker_url = url
-    app.pool.force_close_all()
+
+    def use_broker(broker_url: str) -> None:
+        # The producer pool keeps the URL it was made with: drop it so the next send connects to this one.
+        app.conf.broker_url = broker_url
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    use_broker(url)
     try:
         # Queued while Redis runs, then Redis restarts with an empty memory before any worker took the messages.
         lost = _file_and_approve(registry, requester, approver, 3)
@@ -235,7 +241,7 @@ def test_a_redis_restart_loses_nothing(registry, requester, approver, acr, setti
         # Approved while Redis is down: the commit stands, the outbox keeps the message.
         waiting = _file_and_approve(registry, requester, approver, 3)
         redis = _redis(port)
-        app.pool.force_close_all()
+        use_broker(url)
         ids = [r.pk for r in lost + waiting]
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             deadline = time.monotonic() + 60
@@ -248,5 +254,4 @@ def test_a_redis_restart_loses_nothing(registry, requester, approver, acr, setti
     finally:
         redis.terminate()
         redis.wait(10)
-        app.conf.broker_url = original
-        app.pool.force_close_all()
+        use_broker(original)

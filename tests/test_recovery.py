@@ -98,12 +98,14 @@ def test_approve_commits_and_queues_through_the_outbox_when_the_broker_is_down(
     assert AccessRequest.objects.get(pk=req.pk).status == RequestStatus.APPROVED
     message = OutboxMessage.objects.get(task=enqueue.PROVISION_REQUEST)
     assert message.sent_at is None and "broker down" in message.last_error
+    assert enqueue._broker_down_until > 0  # the next approvals leave their message to the relay at once
     sent: list[tuple[str, object]] = []
     monkeypatch.setattr(current_app, "send_task", lambda name, args, **kw: sent.append((name, args)))
     OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=10))
     assert jobs.run("relay-outbox") == 1
     assert sent == [(enqueue.PROVISION_REQUEST, [req.pk])]
     assert jobs.run("relay-outbox") == 0
+    assert enqueue._broker_down_until == 0  # the broker took one: sending at commit again
 
 
 def test_a_permanent_error_fails_at_once_without_generating(approved, acr, settings) -> None:
