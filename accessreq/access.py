@@ -188,7 +188,7 @@ def get_token_for_user(user: User, pk: int, prepare: Prepare[Token] = _same) -> 
 
 
 def can_manage(token: Token, user: User) -> bool:
-    """Rotate, retire, transfer, renew, change reminders: the owner, security and admins."""
+    """Retire, transfer, renew, change reminders: the owner, security and admins. (Rotating is `can_rotate`.)"""
     return user.pk == token.owner_id or roles_for(user).is_security
 
 
@@ -200,6 +200,21 @@ def can_record_storage(token: Token, user: User) -> bool:
 def can_see_storage(token: Token, user: User) -> bool:
     """Where a revealed password is stored, or which vault holds it: its requester, owner and security."""
     return can_record_storage(token, user) or can_manage(token, user)
+
+
+def can_rotate(token: Token, user: User) -> bool:
+    """Minting a new password is the owner's alone. Security and admins may stop a token at once (disable, retire)
+    and hand it to someone else, but a password for a token they do not own is not theirs to mint and reveal: the
+    one who reveals it holds the token's access, unseen by its owner."""
+    return user.pk == token.owner_id
+
+
+def can_transfer_to(token: Token, user: User, new_owner: User) -> bool:
+    """The owner hands a token to anyone; security hands it to someone other than themselves (else a transfer to
+    oneself, then a rotation, would mint a password of someone else's token). Both owners are told."""
+    if not can_manage(token, user):
+        return False
+    return user.pk == token.owner_id or new_owner.pk != user.pk
 
 
 def can_switch(token: Token, user: User) -> bool:

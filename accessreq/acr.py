@@ -9,6 +9,7 @@ Retries live in one layer, Celery's: the SDK's own retry policy is switched off,
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import urllib.error
@@ -34,6 +35,8 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 # Exactly what the calls below need in Azure RBAC, for a least-privilege custom role (the README prints it):
 # registry read, scope maps and tokens read/write/delete, generating token passwords, and reading the status of
@@ -111,6 +114,14 @@ class ScopeMapInfo:
     actions: list[str]
     description: str
     type: str
+    provisioning_state: str | None = "Succeeded"
+
+
+# ARM's provisioningState of a resource that is done and usable. Anything else (Creating, Updating, Deleting, Failed,
+# Canceled) is not: a token that is not Succeeded authenticates nothing, so a password generated for it is dead.
+SUCCEEDED = "Succeeded"
+# States of an operation still under way: waited for, never taken as done.
+IN_FLIGHT = frozenset({"Creating", "Updating", "Deleting", "Accepted", "InProgress"})
 
 
 class _StaticBearerPolicy(SansIOHTTPPolicy):
@@ -221,8 +232,13 @@ def _token_info(token: Any) -> TokenInfo:
         scope_map_name=(token.scope_map_id or "").rsplit("/", 1)[-1],
         status=token.status or "enabled",
         slots={p.name: p.expiry for p in passwords},
-        provisioning_state=token.provisioning_state,
+        provisioning_state=_state_name(token.provisioning_state),
     )
+
+
+def _state_name(state: Any) -> str | None:
+    """The SDK hands back an enum (a str subclass); keep the plain name ARM sent."""
+    return None if state is None else str(getattr(state, "value", state))
 
 
 def ping(timeout: float) -> tuple[bool, str]:
@@ -245,15 +261,31 @@ def get_scope_map(registry: RegistryRef, name: str) -> ScopeMapInfo | None:
             found = client(registry.subscription_id).scope_maps.get(registry.resource_group, registry.name, name)
     except NotFound:
         return None
-    return ScopeMapInfo(found.name or name, list(found.actions or []), found.description or "", found.type or "")
+    return _scope_map_info(found)
+
+
+def _scope_map_info(found: Any) -> ScopeMapInfo:
+    return ScopeMapInfo(
+        found.name or "",
+        list(found.actions or []),
+        found.description or "",
+        found.type or "",
+        _state_name(found.provisioning_state),
+    )
 
 
 def ensure_scope_map(registry: RegistryRef, name: str, actions: list[str], description: str) -> None:
-    """Make the scope map hold exactly these actions. PUT replaces, so running it twice is harmless."""
+    """Make the scope map hold exactly these actions, provisioned. PUT replaces, so running it twice is harmless; a
+    scope map whose last operation failed or is still under way is written again, as ARM's repair is a new PUT."""
     existing = get_scope_map(registry, name)
     if existing and not existing.description.startswith(MANAGED_MARKER):
         raise Conflict(f"scope map {name} exists in the registry and is not managed by the portal")
-    if existing and sorted(existing.actions) == sorted(actions) and existing.description == description:
+    if (
+        existing
+        and existing.provisioning_state == SUCCEEDED
+        and sorted(existing.actions) == sorted(actions)
+        and existing.description == description
+    ):
         return
     set_scope_map_actions(registry, name, actions, description)
 
@@ -267,21 +299,46 @@ def get_token(registry: RegistryRef, name: str) -> TokenInfo | None:
     return _token_info(found)
 
 
+def _settled_token(registry: RegistryRef, name: str) -> TokenInfo | None:
+    """The token as ARM has it once no operation is under way on it: a token left Creating (or Updating) by an
+    interrupted run is watched until it ends, within ACR_TIMEOUT; one still under way then is a transient error."""
+    deadline = time.monotonic() + settings.ACR_TIMEOUT
+    while True:
+        found = get_token(registry, name)
+        if found is None or found.provisioning_state not in IN_FLIGHT:
+            return found
+        if time.monotonic() >= deadline:
+            raise TransientError(f"token {name} is still {found.provisioning_state} in the registry", 5.0)
+        time.sleep(max(0.2, min(settings.ACR_POLLING_INTERVAL, 2.0)))
+
+
+def _confirmed(kind: str, name: str, state: str | None) -> None:
+    if state != SUCCEEDED:
+        # ARM answered, but the resource is not usable yet (or its operation failed): the next attempt repairs it.
+        raise TransientError(f"{kind} {name} is {state or 'in an unknown state'} in the registry, not Succeeded")
+
+
 def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> TokenInfo:
-    """Make the token exist, enabled, on this scope map. A token of that name on another scope map is not ours."""
-    existing = get_token(registry, name)
+    """Make the token exist, enabled, on this scope map, and provisioned (Succeeded): only then can a password for it
+    work. A token of that name on another scope map is not ours. A token whose creation failed is written again (a
+    new PUT is how ARM repairs a Failed resource); one still Creating is waited for."""
+    existing = _settled_token(registry, name)
     if existing is not None:
         if existing.scope_map_name != scope_map_name:
             raise Conflict(f"token {name} exists in the registry on scope map {existing.scope_map_name}")
-        if existing.status != "enabled":
-            set_token_status(registry, name, "enabled")
-        return existing
+        if existing.provisioning_state == SUCCEEDED:
+            if existing.status != "enabled":
+                set_token_status(registry, name, "enabled")
+            return existing
+        log.warning("token %s is %s in the registry: writing it again", name, existing.provisioning_state)
     body = {"properties": {"scopeMapId": f"{_registry_id(registry)}/scopeMaps/{scope_map_name}", "status": "enabled"}}
     with _translated():
         created = client(registry.subscription_id).tokens.begin_create(
             registry.resource_group, registry.name, name, body
         ).result()
-    return _token_info(created)
+    info = _token_info(created)
+    _confirmed("token", name, info.provisioning_state)
+    return info
 
 
 def set_token_status(registry: RegistryRef, name: str, status: str) -> None:
@@ -349,7 +406,7 @@ def list_tokens(registry: RegistryRef) -> Iterator[TokenInfo]:
 def list_scope_maps(registry: RegistryRef) -> Iterator[ScopeMapInfo]:
     with _translated():
         for found in client(registry.subscription_id).scope_maps.list(registry.resource_group, registry.name):
-            yield ScopeMapInfo(found.name or "", list(found.actions or []), found.description or "", found.type or "")
+            yield _scope_map_info(found)
 
 
 def delete_token(registry: RegistryRef, name: str) -> None:
@@ -375,6 +432,7 @@ def set_scope_map_actions(registry: RegistryRef, name: str, actions: list[str], 
     """Write the approved actions back over a scope map that drifted."""
     body = {"properties": {"description": description, "actions": actions}}
     with _translated():
-        client(registry.subscription_id).scope_maps.begin_create(
+        written = client(registry.subscription_id).scope_maps.begin_create(
             registry.resource_group, registry.name, name, body
         ).result()
+    _confirmed("scope map", name, _state_name(getattr(written, "provisioning_state", SUCCEEDED)))

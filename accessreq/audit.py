@@ -86,9 +86,20 @@ def client_ip(request: HttpRequest | None) -> str | None:
 def _lock_chain() -> None:
     """Serialize writers of the chain until the transaction ends.
 
-    Lock order: the audit chain lock is taken LAST in any transaction, after the row locks on requests, tokens and
-    slots. `record` is called at the end of the change it records, so that holds as long as nothing locks a row
-    after calling it; taking it first would make every audited change wait on every other one while it holds rows.
+    The one lock order, for approval, provisioning, token actions and the audit log alike:
+
+    1. row locks, in this order and only on the rows the transaction changes: the request, then its token, then the
+       token's password slots. `select_for_update(of=("self",))` whenever the query joins other tables: without
+       `of`, PostgreSQL also locks every joined row (the registry, the requester's and owner's user rows) FOR
+       UPDATE, and any insert with a foreign key to those rows (a token, a slot, an approval, an audit event) then
+       waits for it: an approval holding a requester's row while waiting here, and a provisioning run holding this
+       lock while inserting a slot for that requester, deadlocked exactly so;
+    2. the outbox row (`enqueue`), an insert without foreign keys;
+    3. this chain lock, LAST. `record` is called at the end of the change it records, and after it a transaction
+       only inserts rows whose foreign keys point at rows nobody locks FOR UPDATE (users, registries) or at rows it
+       holds itself. Taking it first would make every audited change wait on every other one while it holds rows.
+
+    `tests/test_no_deadlocks.py` runs parallel approvals against a provisioning worker on PostgreSQL to keep it so.
     """
     # SQLite transactions here begin IMMEDIATE and so are already serialized; PostgreSQL needs a lock of its own.
     if connection.vendor == "postgresql":

@@ -56,7 +56,7 @@ def next_rotation(target: KeyVaultDelivery, created_at: datetime, expires_at: da
 
 
 def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires_at: datetime,
-            proof: dict[str, object] | None) -> None:  # fmt: skip
+            proof: dict[str, object] | None, claim: str) -> bool:  # fmt: skip
     """The worker's last step for a delivered token's slot: write the password, never seal it. Vault errors come out
     as acr's (transient: retried; others: the request or the slot fails with the reason, for an admin to retry)."""
     token = slot.token
@@ -67,6 +67,8 @@ def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires
             f"The new password in {slot.name} did not work as approved at the registry ({why}); the previous "
             "password stays in the vault."
         )
+    if not PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING, claim_token=claim).exists():
+        return False  # taken over meanwhile: never write a version the registry may no longer accept
     try:
         written = keyvault.write_password(
             target.vault_url, target.secret_name, password, expires_on=expires_at, tags=tags_for(token)
@@ -78,8 +80,9 @@ def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires
     now = timezone.now()
     rotation = others.exists()
     with transaction.atomic():
-        moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING).update(
+        moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING, claim_token=claim).update(
             claimed_at=None,
+            claim_token="",
             status=SlotStatus.DELIVERED,
             created_at=now,
             expires_at=expires_at,
@@ -91,7 +94,8 @@ def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires
             failure_reason="",
         )
         if moved != 1:
-            return
+            # Taken over by another run (this worker was thought dead): the vault holds that run's version.
+            return False
         grace_end = now + timedelta(hours=settings.KEY_VAULT_ROTATION_GRACE_HOURS)
         old = list(others.filter(retire_after__isnull=True).values_list("name", flat=True))
         others.filter(retire_after__isnull=True).update(retire_after=grace_end)
@@ -120,6 +124,7 @@ def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires
         if rotation:
             Token.objects.filter(pk=token.pk).update(last_rotated_at=now)
         audit.record("password.delivered", actor=None, target=slot, details=details)
+    return True
 
 
 def failed(slot: PasswordSlot, reason: str) -> None:

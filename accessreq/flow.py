@@ -365,7 +365,9 @@ def file(requester: User, found: Review, request: HttpRequest | None) -> AccessR
 
 
 def _locked(access_request: AccessRequest) -> AccessRequest:
-    return AccessRequest.objects.select_for_update().select_related("registry", "requester").get(pk=access_request.pk)
+    # Only the request's row: see the lock order beside `audit._lock_chain`.
+    locked = AccessRequest.objects.select_for_update(of=("self",)).select_related("registry", "requester")
+    return locked.get(pk=access_request.pk)
 
 
 def _not_waiting(access_request: AccessRequest) -> Conflict:

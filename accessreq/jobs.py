@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accessreq import audit, delivery, provisioning, reconcile, reminders, reviews, slots, tokens, usage
+from accessreq import audit, delivery, enqueue, provisioning, reconcile, reminders, reviews, slots, tokens, usage
 
 
 def sweep_stuck() -> int:
     """Work whose message was lost: requests still provisioning and passwords still being generated."""
     return provisioning.sweep_stuck() + slots.sweep_stuck()
+
+
+def sweep_claims() -> int:
+    """Work whose worker died (its claim's heartbeat stopped) or whose message is overdue: sent again in seconds."""
+    return provisioning.sweep_claims() + slots.sweep_claims()
 
 
 def anchor_audit() -> int:
@@ -36,6 +41,8 @@ JOBS: dict[str, Callable[[], int]] = {
     "collect-usage": usage.collect_all,
     "remind-reviews": reviews.remind_reviews,
     "close-reviews": reviews.close_reviews,
+    "relay-outbox": enqueue.relay,
+    "sweep-claims": sweep_claims,
 }
 
 

@@ -157,6 +157,12 @@ class AccessRequest(models.Model):
     renews = models.ForeignKey(
         "Token", null=True, blank=True, on_delete=models.PROTECT, related_name="renewals"
     )
+    # The run provisioning it now: `claimed_at` is refreshed by its heartbeat, so a claim older than
+    # CLAIM_LEASE_SECONDS belongs to a worker that died and is taken over. `claim_token` tells runs apart.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    # When the next attempt is due after a transient error; overdue by a lease, its message was lost.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -292,6 +298,9 @@ class Token(models.Model):
     verified_ok = models.BooleanField(null=True, blank=True)
     # The last successful login or repository operation seen in the registry's logs (accessreq/usage.py).
     last_used_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The registry's provisioningState when reconcile last found it other than Succeeded ("Failed", "Creating"):
+    # such a token authenticates nothing. Empty when it is Succeeded.
+    registry_state = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["registry", "name"]
@@ -358,6 +367,7 @@ class PasswordSlot(models.Model):
     # Set while one worker generates the password: generateCredentials replaces the password in the registry, so
     # two overlapping runs would leave the registry holding a value other than the one sealed for the reveal.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
     # When generation was last queued: the sweep re-queues a slot whose message was lost, as it does for requests.
     queued_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Generation attempts since it was queued.")
@@ -799,3 +809,24 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.endpoint}"
+
+
+class OutboxMessage(models.Model):
+    """A task to send, written in the transaction that calls for it: the change and the intent commit together. It is
+    sent once the transaction commits, and again by the relay job (`relay-outbox`) if the broker was down then."""
+
+    task = models.CharField(max_length=100)
+    args = models.JSONField(default=list)
+    # task and args as one string: an unsent duplicate is not written twice.
+    key = models.CharField(max_length=200, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    send_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["sent_at", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)}"

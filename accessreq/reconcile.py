@@ -35,6 +35,7 @@ class ReconcileReport:
     unmanaged: int = 0
     drifted: int = 0
     gone: int = 0
+    broken: int = 0  # managed tokens whose registry provisioningState is not Succeeded
 
 
 def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileReport:
@@ -51,6 +52,8 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
         seen.add(found.name)
         token = known.get(found.name)
         actual = scope_maps.get(found.scope_map_name, [])
+        if token is not None:
+            _note_registry_state(token, found, report)
         if token is None:
             unmanaged, created = UnmanagedToken.objects.update_or_create(
                 registry=registry,
@@ -101,6 +104,24 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
     with transaction.atomic():
         audit.record("registry.reconciled", actor=user, target=registry, details=report.__dict__)
     return report
+
+
+def _note_registry_state(token: Token, found: acr.TokenInfo, report: ReconcileReport) -> None:
+    """Flag a managed token the registry has as Failed (or stuck in an operation): it authenticates nothing, so its
+    owner's password does not work. Audited once when it turns so, cleared when it is Succeeded again."""
+    state = "" if found.provisioning_state in (acr.SUCCEEDED, None) else str(found.provisioning_state)[:16]
+    if state:
+        report.broken += 1
+    if state == token.registry_state:
+        return
+    with transaction.atomic():
+        Token.objects.filter(pk=token.pk).update(registry_state=state)
+        audit.record(
+            "token.registry_failed" if state else "token.registry_recovered",
+            actor=None,
+            target=token,
+            details={"provisioning_state": found.provisioning_state},
+        )
 
 
 def restore(token: Token, user: User, request: HttpRequest | None) -> None:

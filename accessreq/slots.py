@@ -14,18 +14,17 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accessreq import access, acr, alerts, audit, dataplane, delivery, enqueue, notify, vault
+from accessreq import access, acr, alerts, audit, claims, dataplane, delivery, enqueue, notify, vault
 from accessreq.errors import Conflict, Gone
 from accessreq.models import KeyVaultDelivery, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 
 log = logging.getLogger(__name__)
-# Longer than one generateCredentials call with its polling can take; a claim older than this was abandoned.
-GENERATION_LEASE_SECONDS = 300
 
 
 def queue_generation(slot: PasswordSlot) -> None:
@@ -33,6 +32,7 @@ def queue_generation(slot: PasswordSlot) -> None:
     PasswordSlot.objects.filter(pk=slot.pk).update(
         status=SlotStatus.GENERATING,
         claimed_at=None,
+        claim_token="",
         queued_at=timezone.now(),
         attempts=0,
         failure_reason="",
@@ -41,57 +41,89 @@ def queue_generation(slot: PasswordSlot) -> None:
     enqueue.generate_password(slot.pk)
 
 
-def generate_slot(slot_id: int) -> None:
+class SealingUnavailable(Exception):
+    """Generated passwords could not be sealed (PASSWORD_ENCRYPTION_KEYS is broken): generating one would lose it."""
+
+
+def check_sealing() -> None:
+    """Seal and unseal a probe before asking the registry for a password, so a broken key fails the work before a
+    password exists rather than after (when the registry would hold one nobody can ever reveal)."""
+    try:
+        ok = vault.unseal(vault.seal("probe")) == "probe"
+    except Exception as exc:  # noqa: BLE001 - whatever the keys raise, the answer is the same
+        raise SealingUnavailable(f"passwords cannot be sealed: {type(exc).__name__}: {exc}") from exc
+    if not ok:
+        raise SealingUnavailable("passwords cannot be sealed: the keys do not round-trip")
+
+
+def generate_slot(slot_id: int) -> bool:
     """Generate a slot's password and seal it for its one reveal. Only a slot marked GENERATING is touched; one
-    claimed by a live worker is left to it. Registry errors propagate, after the claim is released."""
+    claimed by a live worker (its heartbeat fresh) is left to it, one whose claimer stopped is taken over. True when
+    this call generated and sealed it. Errors propagate, after the claim is released and, when the registry already
+    made a password that could not be kept, after that password is deleted there again."""
     now = timezone.now()
-    lease_expired = now - timedelta(seconds=GENERATION_LEASE_SECONDS)
+    token_value = claims.new_token()
     claimed = (
-        PasswordSlot.objects.filter(pk=slot_id, status=SlotStatus.GENERATING)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=lease_expired))
-        .update(claimed_at=now, attempts=F("attempts") + 1)
+        PasswordSlot.objects.filter(claims.free(now), pk=slot_id, status=SlotStatus.GENERATING)
+        .update(claimed_at=now, claim_token=token_value, attempts=F("attempts") + 1)
     )
     if not claimed:
-        return  # generated already, or another worker is generating it right now
+        return False  # generated already, or another worker is generating it right now
+    try:
+        with claims.heartbeat(PasswordSlot, slot_id, token_value):
+            return _generate_claimed(slot_id, token_value, now)
+    finally:
+        claims.release(PasswordSlot, slot_id, token_value)  # a no-op once sealed (the seal releases it)
+
+
+def _generate_claimed(slot_id: int, claim: str, now: datetime) -> bool:
     slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
     token = slot.token
     expires_at = now + timedelta(days=slot.lifetime_days or token.password_days)
-    try:
-        generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
-    except Exception:
-        PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)  # let a retry claim it
-        raise
-    proof = prove(token, slot.name, generated.value)
     target = KeyVaultDelivery.objects.filter(token=token).first()
-    if target is not None:
-        # Delivered to Key Vault: written there, never sealed for a reveal.
+    if target is None:
+        check_sealing()  # a delivered password is never sealed, so the sealing keys do not matter to it
+    generated = acr.generate_password(token.registry, token.name, slot.name, expires_at)
+    try:
+        proof = prove(token, slot.name, generated.value)
+        if target is not None:
+            # Delivered to Key Vault: written there, never sealed for a reveal.
+            return delivery.deliver(slot, target, generated.value, generated.expires_at or expires_at, proof, claim)
+        now = timezone.now()
+        with transaction.atomic():
+            moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING, claim_token=claim).update(
+                claimed_at=None,
+                claim_token="",
+                status=SlotStatus.AWAITING_REVEAL,
+                created_at=now,
+                expires_at=generated.expires_at or expires_at,
+                reveal_by=now + timedelta(hours=settings.REVEAL_TTL_HOURS),
+                revealed_at=None,
+                revealed_by=None,
+                generation=F("generation") + 1,
+                failure_reason="",
+            )
+            if moved != 1:
+                # Taken over (this worker was thought dead) or cancelled meanwhile: the other run's password counts.
+                log.warning("slot %s: claim lost while generating; this run's password is not kept", slot.pk)
+                return False
+            SealedPassword.objects.update_or_create(slot=slot, defaults={"ciphertext": vault.seal(generated.value)})
+            details: dict[str, object] = {
+                "slot": slot.name,
+                "expires_at": (generated.expires_at or expires_at).isoformat(),
+            }
+            if proof is not None:
+                Token.objects.filter(pk=token.pk).update(verification=proof, verified_ok=proof["ok"])
+                details["verified"] = proof["ok"]
+            audit.record("password.generated", actor=None, target=slot, details=details)
+    except Exception:
+        # The registry holds a password nobody will ever have: delete it there rather than leave it working.
         try:
-            delivery.deliver(slot, target, generated.value, generated.expires_at or expires_at, proof)
-        except Exception:
-            PasswordSlot.objects.filter(pk=slot.pk, claimed_at=now).update(claimed_at=None)
-            raise
-        return
-    now = timezone.now()
-    with transaction.atomic():
-        moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING).update(
-            claimed_at=None,
-            status=SlotStatus.AWAITING_REVEAL,
-            created_at=now,
-            expires_at=generated.expires_at or expires_at,
-            reveal_by=now + timedelta(hours=settings.REVEAL_TTL_HOURS),
-            revealed_at=None,
-            revealed_by=None,
-            generation=F("generation") + 1,
-            failure_reason="",
-        )
-        if moved != 1:
-            return
-        SealedPassword.objects.update_or_create(slot=slot, defaults={"ciphertext": vault.seal(generated.value)})
-        details: dict[str, object] = {"slot": slot.name, "expires_at": (generated.expires_at or expires_at).isoformat()}
-        if proof is not None:
-            Token.objects.filter(pk=token.pk).update(verification=proof, verified_ok=proof["ok"])
-            details["verified"] = proof["ok"]
-        audit.record("password.generated", actor=None, target=slot, details=details)
+            acr.delete_password(token.registry, token.name, slot.name)
+        except acr.AcrError as exc:
+            log.error("slot %s: a generated password could not be kept nor deleted in the registry: %s", slot.pk, exc)
+        raise
+    return True
 
 
 def prove(token: Token, slot_name: str, password: str) -> dict[str, object] | None:
@@ -114,27 +146,52 @@ def prove(token: Token, slot_name: str, password: str) -> dict[str, object] | No
     }
 
 
+def classify(exc: BaseException) -> tuple[bool, str]:
+    """(permanent, reason) of an error met while provisioning or generating. Registry refusals other than throttling
+    and outages are permanent, and so is a broken configuration; the database, the network, the registry being busy
+    and anything unforeseen are worth another attempt, within the attempt limit."""
+    if isinstance(exc, acr.TransientError):
+        return False, str(exc)
+    if isinstance(exc, acr.AcrError):
+        return True, str(exc)
+    if isinstance(exc, SealingUnavailable | ImproperlyConfigured):
+        return True, str(exc)
+    if isinstance(exc, DatabaseError | OSError):
+        return False, f"{type(exc).__name__}: {exc}"
+    return False, f"Unexpected error ({type(exc).__name__}): {exc}"
+
+
 def generate(slot_id: int) -> float | None:
     """The worker's job for one slot: seconds to wait before trying again, or None when there is nothing more to do
-    (generated, or failed for good with the reason recorded)."""
+    (generated, or failed for good with the reason recorded). Every error counts an attempt and ends somewhere."""
     try:
-        generate_slot(slot_id)
-    except acr.TransientError as exc:
+        if not generate_slot(slot_id):
+            slot = PasswordSlot.objects.filter(pk=slot_id).values("status", "claimed_at").first()
+            if slot and slot["status"] == SlotStatus.GENERATING and slot["claimed_at"] is not None:
+                return claims.wait_for(slot["claimed_at"], timezone.now())  # a claimer, alive or not: wait and see
+    except Exception as exc:  # noqa: BLE001 - every error is classified and ends somewhere
+        permanent, reason = classify(exc)
         attempts = PasswordSlot.objects.filter(pk=slot_id).values_list("attempts", flat=True).first() or 0
-        if attempts >= settings.PROVISIONING_MAX_ATTEMPTS:
-            fail(slot_id, f"Gave up after {attempts} attempts. Last error: {exc}")
+        if permanent:
+            fail(slot_id, reason)
             return None
-        log.warning("slot %s: attempt %s failed, will retry: %s", slot_id, attempts, exc)
-        return acr.retry_delay(attempts, exc.retry_after)
-    except acr.AcrError as exc:
-        fail(slot_id, str(exc))
+        if attempts >= settings.PROVISIONING_MAX_ATTEMPTS:
+            fail(slot_id, f"Gave up after {attempts} attempts. Last error: {reason}")
+            return None
+        if not isinstance(exc, acr.TransientError):
+            log.exception("slot %s: attempt %s failed, will retry", slot_id, attempts)
+        else:
+            log.warning("slot %s: attempt %s failed, will retry: %s", slot_id, attempts, reason)
+        delay = acr.retry_delay(attempts, getattr(exc, "retry_after", None))
+        PasswordSlot.objects.filter(pk=slot_id).update(queued_at=timezone.now() + timedelta(seconds=delay))
+        return delay
     return None
 
 
 def fail(slot_id: int, reason: str) -> bool:
     with transaction.atomic():
         moved = PasswordSlot.objects.filter(pk=slot_id, status=SlotStatus.GENERATING).update(
-            status=SlotStatus.FAILED, failure_reason=reason[:2000], claimed_at=None
+            status=SlotStatus.FAILED, failure_reason=reason[:2000], claimed_at=None, claim_token=""
         )
         if moved:
             slot = PasswordSlot.objects.select_related("token__registry", "token__owner").get(pk=slot_id)
@@ -167,15 +224,15 @@ def retry(slot: PasswordSlot, user: User, request: HttpRequest | None) -> None:
         queue_generation(locked)
 
 
-def sweep_stuck() -> int:
-    """Queue again the slots whose generation message was lost: GENERATING, unclaimed or with an abandoned claim,
-    and not queued for a while. A first password still inside its request's provisioning is provisioning's."""
+def sweep_stuck(overdue: timedelta | None = None) -> int:
+    """Queue again the slots whose generation message was lost or whose worker died: GENERATING, unclaimed or with
+    a claim whose heartbeat stopped, and not queued for `overdue` (PROVISIONING_STUCK_MINUTES unless given). A first
+    password still inside its request's provisioning is provisioning's."""
     now = timezone.now()
-    cutoff = now - timedelta(minutes=settings.PROVISIONING_STUCK_MINUTES)
-    lease_expired = now - timedelta(seconds=GENERATION_LEASE_SECONDS)
+    cutoff = now - (overdue if overdue is not None else timedelta(minutes=settings.PROVISIONING_STUCK_MINUTES))
     stuck = (
         PasswordSlot.objects.filter(status=SlotStatus.GENERATING)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=lease_expired))
+        .filter(claims.free(now))
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff))
         .filter(Q(token__request__isnull=True) | Q(token__request__status=RequestStatus.READY))
     )
@@ -190,6 +247,11 @@ def sweep_stuck() -> int:
                 enqueue.generate_password(pk)
                 requeued += 1
     return requeued
+
+
+def sweep_claims() -> int:
+    """The quick sweep: slots whose worker stopped a lease ago, or whose message is a lease overdue."""
+    return sweep_stuck(claims.lease())
 
 
 # --- the one reveal ------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def _locked(token: Token) -> Token:
-    return Token.objects.select_for_update().select_related("registry", "owner").get(pk=token.pk)
+    return Token.objects.select_for_update(of=("self",)).select_related("registry", "owner").get(pk=token.pk)
 
 
 # --- rotation ------------------------------------------------------------------------------------------------------
@@ -48,7 +48,11 @@ def rotate(
     """Generate the free slot; the old one stays valid until the switch is confirmed or the grace period ends.
     No new approval: scope and dates stay as approved. `password_days` chooses the new password's lifetime within
     the registry's policy; without it, the token's own."""
-    access.require(access.can_manage(token, user), "Only the token's owner or security can rotate it.")
+    access.require(
+        access.can_rotate(token, user),
+        "Only the token's owner can rotate it: a new password of someone else's token is not yours to reveal. "
+        "Disable or retire it, or hand it to a new owner.",
+    )
     if password_days is not None:
         check_lifetime(token, password_days)
     if KeyVaultDelivery.objects.filter(token=token).exists():
@@ -248,6 +252,10 @@ def transfer(token: Token, user: User, new_owner_username: str, request: HttpReq
         raise Invalid(f"No active user is called {new_owner_username.strip()!r}.", field="to")
     if new_owner.pk == token.owner_id:
         raise Invalid("That person already owns this token.", field="to")
+    access.require(
+        access.can_transfer_to(token, user, new_owner),
+        "Security hands a token to someone else, not to themselves.",
+    )
     previous = token.owner
     with transaction.atomic():
         moved = Token.objects.filter(pk=token.pk, owner=previous).update(owner=new_owner, orphaned_at=None)

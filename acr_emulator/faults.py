@@ -4,6 +4,7 @@ connections."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,6 +46,8 @@ class Fault:
     delay: float | None = None
     lro_fail: bool = False
     drop: bool = False
+    # Each matching call meets the fault with this probability; a call that escapes it does not use it up.
+    probability: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
@@ -63,6 +66,12 @@ class Fault:
             raise ValueError("retry_after must be a non-negative integer (seconds)")
         if fault.delay is not None and (not isinstance(fault.delay, int | float) or fault.delay < 0):
             raise ValueError("delay must be a non-negative number (seconds)")
+        if (
+            isinstance(fault.probability, bool)
+            or not isinstance(fault.probability, int | float)
+            or not 0 < fault.probability <= 1
+        ):
+            raise ValueError("probability must be a number above 0 and at most 1")
         if fault.status is None and fault.delay is None and not fault.lro_fail and not fault.drop:
             raise ValueError("a fault needs one of status, delay, lro_fail or drop")
         if fault.lro_fail and fault.operation is not None and fault.operation not in LRO_OPERATIONS:
@@ -84,7 +93,7 @@ class Fault:
             value = value.strip()
             if key in ("count", "status", "retry_after"):
                 data[key] = int(value)
-            elif key == "delay":
+            elif key in ("delay", "probability"):
                 data[key] = float(value)
             elif key in ("lro_fail", "drop"):
                 data[key] = value.lower() in ("1", "true", "yes", "")
@@ -107,9 +116,10 @@ class Fault:
 class FaultBook:
     """Faults in the order they were added; the first that applies to a call is used up by it."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._random = random.Random(seed)
 
     def add(self, fault: Fault) -> None:
         with self._lock:
@@ -122,7 +132,7 @@ class FaultBook:
     def take(self, operation: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.applies_to(operation):
+                if fault.applies_to(operation) and self._random.random() < fault.probability:
                     fault.count -= 1
                     if fault.count <= 0:
                         self._faults.remove(fault)

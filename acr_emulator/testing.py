@@ -66,6 +66,7 @@ class Emulator:
         delay: float | None = None,
         lro_fail: bool = False,
         drop: bool = False,
+        probability: float = 1.0,
     ) -> None:
         self._server.faults.add(
             Fault.from_dict(
@@ -77,6 +78,7 @@ class Emulator:
                     "delay": delay,
                     "lro_fail": lro_fail,
                     "drop": drop,
+                    "probability": probability,
                 }
             )
         )

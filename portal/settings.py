@@ -324,6 +324,9 @@ JOB_SCHEDULE = {
     "collect-usage": 900.0,
     "remind-reviews": 3600.0,
     "close-reviews": 3600.0,
+    # Recovery in seconds: tasks the broker did not take at commit, and claims whose worker stopped.
+    "relay-outbox": 5.0,
+    "sweep-claims": 10.0,
 }
 CELERY_BEAT_SCHEDULE = {
     name: {"task": "accessreq.tasks.run_job", "schedule": every, "args": (name,)}
@@ -357,6 +360,9 @@ PROVISIONING_STUCK_MINUTES = envint("PROVISIONING_STUCK_MINUTES", 10)
 PROVISIONING_MAX_ATTEMPTS = envint("PROVISIONING_MAX_ATTEMPTS", 8)
 # First retry delay; each later one doubles, up to CELERY_RETRY_MAX_DELAY.
 PROVISIONING_RETRY_SECONDS = float(env("PROVISIONING_RETRY_SECONDS", "5"))
+# A worker provisioning a request or generating a password refreshes its claim every third of this; a claim not
+# refreshed for this long belongs to a worker that died, and `sweep-claims` hands the work to another.
+CLAIM_LEASE_SECONDS = float(env("CLAIM_LEASE_SECONDS", "20"))
 PAGE_SIZE = envint("PAGE_SIZE", 25)
 
 # Security's tools: access review reminders (days before the due date) and outgoing webhooks.

@@ -104,7 +104,7 @@ POSTS = [
     ("/requests/{Q}/reveal", {}, {"dave": 404, "bob": 403, "carol": 403, "sam": 403, "root": 403, "alice": 200}),
     ("/requests/{Q}/retry", {}, {"dave": 404, "alice": 403, "bob": 403, "sam": 403, "root": 302}),
     ("/requests/{Q}/new-password", {}, {"dave": 404, "bob": 403, "sam": 403, "alice": 302}),
-    ("/tokens/{T}/rotate", {}, {"dave": 404, "bob": 403, "carol": 403, "alice": 302}),
+    ("/tokens/{T}/rotate", {}, {"dave": 404, "bob": 403, "carol": 403, "sam": 403, "root": 403, "alice": 302}),
     ("/tokens/{T}/confirm-switch", {}, {"dave": 404, "bob": 403, "alice": 302}),
     ("/tokens/{T}/reveal/password1", {}, {"dave": 404, "bob": 403, "sam": 403, "root": 403, "alice": 200}),
     ("/tokens/{T}/retry/password1", {}, {"dave": 404, "alice": 403, "bob": 403, "sam": 403, "root": 302}),

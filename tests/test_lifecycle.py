@@ -275,7 +275,7 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
     assert sorted(Token.objects.get(pk=token.pk).drift_actions) == sorted(widened)
     assert Token.objects.get(pk=second.pk).status == TokenStatus.GONE
     assert AuditEvent.objects.get(action="registry.reconciled").details == {
-        "seen": 2, "unmanaged": 1, "drifted": 1, "gone": 1
+        "seen": 2, "unmanaged": 1, "drifted": 1, "gone": 1, "broken": 0
     }
 
     sam = login(security)

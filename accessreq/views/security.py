@@ -44,7 +44,9 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "counts": counts,
         "usage_counts": {key: (label, tokens.filter(q()).count()) for key, (label, q) in USED_FILTERS.items()},
         "flags": {k: label for k, (label, _) in FLAGS.items()},
-        "attention": by_attention(tokens.filter(Q(orphaned_at__isnull=False) | Q(drift_actions__isnull=False)))[:10],
+        "attention": by_attention(
+            tokens.filter(Q(orphaned_at__isnull=False) | Q(drift_actions__isnull=False) | ~Q(registry_state=""))
+        )[:10],
         "registries": Registry.objects.filter(active=True).annotate(
             live=Count("tokens", filter=Q(tokens__status__in=LIVE_TOKEN_STATUSES)),
             unmanaged=Count("unmanaged_tokens", distinct=True),

@@ -164,6 +164,7 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
         "slots": token_slots,
         "generating": any(s.status == SlotStatus.GENERATING for s in token_slots),
         "can_manage": access.can_manage(token, request.user),
+        "can_rotate": access.can_rotate(token, request.user),
         "can_switch": access.can_switch(token, request.user),
         "can_retry": access.can_retry(request.user),
         "is_security": access.roles_for(request.user).is_security,

@@ -173,10 +173,24 @@ def test_it_takes_faults_over_http(emu: Emulator, scope_map: m.ScopeMap) -> None
         {"count": 1},
         {"count": 1, "lro_fail": True, "operation": "tokens.get"},
         {"count": 1, "status": 500, "colour": "red"},
+        {"count": 1, "status": 500, "probability": 0},
+        {"count": 1, "status": 500, "probability": 1.5},
+        {"count": 1, "status": 500, "probability": True},
     ],
 )
 def test_it_rejects_bad_faults(emu: Emulator, fault: dict[str, object]) -> None:
     assert raw(emu, "POST", "/_emulator/faults", fault, auth=None, api_version=None).status == 400
+
+
+def test_it_faults_a_share_of_calls_with_a_probability() -> None:
+    from acr_emulator.faults import FaultBook
+
+    book = FaultBook(seed=7)
+    book.add(Fault.from_dict({"count": 10_000, "status": 503, "probability": 0.3}))
+    hits = sum(book.take("tokens.get") is not None for _ in range(2000))
+    assert 500 < hits < 700  # about 30%
+    assert book.list()[0]["count"] == 10_000 - hits  # calls that escaped it did not use it up
+    assert Fault.parse_spec("status=500,probability=0.25").probability == 0.25
 
 
 def test_it_parses_cli_fault_specs() -> None:
