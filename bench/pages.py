@@ -241,9 +241,6 @@ class Seeder:
                         )
                 AuditEvent.objects.bulk_create(events, batch_size=batch)
             self.done = high
-        refresh = getattr(__import__("accessreq.tokens", fromlist=["x"]), "refresh_attention", None)
-        if refresh is not None:  # the denormalised columns, when this version of the portal keeps them
-            refresh(Token.objects.all())
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE")

@@ -453,3 +453,7 @@ if OIDC_RP_CLIENT_ID:
         raise ImproperlyConfigured("OIDC_TENANT_ID must be set with OIDC_RP_CLIENT_ID.")
     AUTHENTICATION_BACKENDS.append("accessreq.auth.EntraIDBackend")
     MIDDLEWARE.insert(MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accessreq.auth.SessionRefresh")
+
+# Performance. The security dashboard's totals (flag counts, tokens per registry and team) read every live token:
+# computed once and shared through the cache for this many seconds (0: every time).
+SECURITY_SUMMARY_SECONDS = envint("SECURITY_SUMMARY_SECONDS", 30)

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Case, Count, IntegerField, Min, Q, QuerySet, Value, When
+from django.db.models import F, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -24,32 +24,22 @@ from accessreq.views.requests import render_reveal
 FLAGS = {
     "orphaned": ("Owner deactivated", Q(orphaned_at__isnull=False)),
     "drift": ("Scope map changed outside the portal", Q(drift_actions__isnull=False)),
-    "expired": ("Every password expired", Q(in_use=0, expired__gt=0)),
+    "expired": ("Every password expired", Q(passwords_expired=True)),
     "risky": ("Write, delete, wildcard or partner", Q(risky=True)),
     "unverified": ("Password not proven at the registry", Q(verified_ok=False)),
 }
 
 
 def annotated(qs: QuerySet[Token]) -> QuerySet[Token]:
-    in_use = [SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL]
-    return qs.select_related("registry", "owner").annotate(
-        next_expiry=Min("slots__expires_at", filter=Q(slots__status__in=in_use)),
-        in_use=Count("slots", filter=Q(slots__status__in=[*in_use, SlotStatus.GENERATING]), distinct=True),
-        expired=Count("slots", filter=Q(slots__status=SlotStatus.EXPIRED), distinct=True),
-    )
+    """What a list row shows besides the token: its registry and owner. The soonest expiry, "every password
+    expired" and the attention rank are columns of the token, kept by the database as slots change."""
+    return qs.select_related("registry", "owner").annotate(expired=F("passwords_expired"))
 
 
 def by_attention(qs: QuerySet[Token]) -> QuerySet[Token]:
-    """Orphans and drift first, then whatever expires or retires soonest."""
-    return qs.annotate(
-        urgency=Case(
-            When(orphaned_at__isnull=False, then=Value(0)),
-            When(drift_actions__isnull=False, then=Value(1)),
-            When(in_use=0, expired__gt=0, then=Value(2)),
-            default=Value(3),
-            output_field=IntegerField(),
-        )
-    ).order_by("urgency", "next_expiry", "retire_on", "pk")
+    """Orphans and drift first, then every password expired, then whatever expires or retires soonest: the order of
+    the `token_live_by_attention` index, so a page is read from it rather than sorted from every row."""
+    return qs.order_by("attention", "next_expiry", "retire_on", "pk")
 
 
 @login_required
