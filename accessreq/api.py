@@ -809,7 +809,8 @@ def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> Quer
     qs = _tokens(access.tokens_for(_me(request)))
     if status is not None:
         qs = qs.filter(status=status)
-    return qs.order_by("registry__name", "name")
+    # The (registry, name) unique index gives this order without sorting every token.
+    return qs.order_by("registry_id", "name")
 
 
 @api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])

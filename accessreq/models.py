@@ -169,6 +169,7 @@ class AccessRequest(models.Model):
         indexes = [
             models.Index(fields=["requester", "-created_at", "-id"]),
             models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["owner", "-created_at", "-id"], name="request_owner_newest"),
         ]
 
     def __str__(self) -> str:
@@ -301,10 +302,35 @@ class Token(models.Model):
     # The registry's provisioningState when reconcile last found it other than Succeeded ("Failed", "Creating"):
     # such a token authenticates nothing. Empty when it is Succeeded.
     registry_state = models.CharField(max_length=16, blank=True)
+    # Kept by database triggers on password slots, in the transaction that changes a slot, so lists can sort and
+    # filter on them with an index: the soonest expiry of a password in use, and "every password expired".
+    next_expiry = models.DateTimeField(null=True, blank=True, editable=False)
+    passwords_expired = models.BooleanField(default=False, editable=False)
+    # How urgently a person should look: 0 owner gone, 1 scope map drifted, 2 every password expired, 3 otherwise.
+    attention = models.GeneratedField(
+        expression=models.Case(
+            models.When(orphaned_at__isnull=False, then=models.Value(0)),
+            models.When(drift_actions__isnull=False, then=models.Value(1)),
+            models.When(passwords_expired=True, then=models.Value(2)),
+            default=models.Value(3),
+        ),
+        output_field=models.SmallIntegerField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["registry", "name"]
         constraints = [models.UniqueConstraint(fields=["registry", "name"], name="one_token_per_name")]
+        indexes = [
+            # The token lists' default order ("needs attention first") over live tokens, read in index order.
+            models.Index(
+                fields=["attention", "next_expiry", "retire_on", "id"],
+                name="token_live_by_attention",
+                condition=models.Q(status__in=["active", "disabled", "retiring"]),
+            ),
+            models.Index(fields=["status", "attention", "next_expiry", "retire_on", "id"], name="token_by_attention"),
+            models.Index(fields=["team"], name="token_team"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.registry}/{self.name}"

@@ -511,3 +511,7 @@ STALE_DAYS = envint("STALE_DAYS", 30)
 # Demo mode offers one-click sign-in as each demo user and a short guide on the sign-in page. It only ever takes
 # effect with DEBUG on: a deployment (DEBUG off) never signs anyone in without a password.
 DEMO = DEBUG and envbool("PORTAL_DEMO", False)
+
+# Performance. The security dashboard's totals (flag counts, tokens per registry and team) read every live token:
+# computed once and shared through the cache for this many seconds (0: every time).
+SECURITY_SUMMARY_SECONDS = envint("SECURITY_SUMMARY_SECONDS", 30)

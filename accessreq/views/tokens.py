@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.db.models import Case, Count, F, IntegerField, Min, Q, QuerySet, Value, When
+from django.db.models import F, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -36,7 +36,7 @@ from accessreq.views.requests import render_reveal, reveal_is_a_button
 FLAGS = {
     "orphaned": ("Owner deactivated", Q(orphaned_at__isnull=False)),
     "drift": ("Scope map changed outside the portal", Q(drift_actions__isnull=False)),
-    "expired": ("Every password expired", Q(in_use=0, expired__gt=0)),
+    "expired": ("Every password expired", Q(passwords_expired=True)),
     "risky": ("Write, delete, wildcard or partner", Q(risky=True)),
     "unverified": ("Password not proven at the registry", Q(verified_ok=False)),
 }
@@ -56,26 +56,15 @@ USED_FILTERS = {
 
 
 def annotated(qs: QuerySet[Token]) -> QuerySet[Token]:
-    in_use = [SlotStatus.REVEALED, SlotStatus.AWAITING_REVEAL, SlotStatus.DELIVERED]
-    return qs.select_related("registry", "owner").annotate(
-        next_expiry=Min("slots__expires_at", filter=Q(slots__status__in=in_use)),
-        in_use=Count("slots", filter=Q(slots__status__in=[*in_use, SlotStatus.GENERATING]), distinct=True),
-        expired=Count("slots", filter=Q(slots__status=SlotStatus.EXPIRED), distinct=True),
-    )
+    """What a list row shows besides the token: its registry and owner. The soonest expiry, "every password
+    expired" and the attention rank are columns of the token, kept by the database as slots change."""
+    return qs.select_related("registry", "owner").annotate(expired=F("passwords_expired"))
 
 
 def by_attention(qs: QuerySet[Token]) -> QuerySet[Token]:
-    """Orphans and drift first, then whatever expires or retires soonest. Takes what `annotated` made: the plugin
-    cannot see its annotations through the plain QuerySet type, hence the one ignore below."""
-    return qs.annotate(  # type: ignore[misc]
-        urgency=Case(
-            When(orphaned_at__isnull=False, then=Value(0)),
-            When(drift_actions__isnull=False, then=Value(1)),
-            When(in_use=0, expired__gt=0, then=Value(2)),
-            default=Value(3),
-            output_field=IntegerField(),
-        )
-    ).order_by("urgency", "next_expiry", "retire_on", "pk")
+    """Orphans and drift first, then every password expired, then whatever expires or retires soonest: the order of
+    the `token_live_by_attention` index, so a page is read from it rather than sorted from every row."""
+    return qs.order_by("attention", "next_expiry", "retire_on", "pk")
 
 
 TOKEN_SORTS = {
