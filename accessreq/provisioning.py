@@ -93,8 +93,8 @@ def _attempt(req: AccessRequest) -> float | None:
     if slot.status == SlotStatus.GENERATING:
         slots.generate_slot(slot.pk)
         slot.refresh_from_db()
-    if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED):
-        return None
+    if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
+        return None  # a password to hand over: sealed for its reveal, or in the Key Vault secret
     if slot.status == SlotStatus.GENERATING:
         return claims.wait_for(slot.claimed_at, timezone.now())
     if slot.status == SlotStatus.FAILED:
