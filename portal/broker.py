@@ -13,7 +13,13 @@ import fcntl
 import json
 import os
 import time
+import uuid
 from pathlib import Path
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils import json as kombu_json
 
 CONTROL_SUFFIX = ".pidbox.msg"
 BROADCAST_EXCHANGE = "celery.pidbox.exchange"
@@ -66,3 +72,25 @@ def _unbind(exchange_file: Path, queues: set[str]) -> None:
                 handle.truncate()
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class AtomicChannel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        """Write the message under a name the reader skips, then rename it into place. kombu's own `_put` creates the
+        file before it writes it, so a worker that lists the folder in between takes an empty message, fails to
+        decode it and stops."""
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.partial")  # ".x" parts as no queue's message
+        try:
+            with open(partial, "wb") as f:
+                f.write(kombu_json.dumps(payload).encode())
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """kombu's filesystem transport, with messages that appear whole or not at all."""
+
+    Channel = AtomicChannel
