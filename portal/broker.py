@@ -75,7 +75,8 @@ def _unbind(exchange_file: Path, queues: set[str]) -> None:
 
 
 class AtomicChannel(filesystem.Channel):
-    def _put(self, queue: str, message: Any) -> None:
+    # kombu's filesystem Channel narrows its base's signature; this one keeps the filesystem Channel's.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message under a name the reader skips, then rename it into place. kombu's own `_put` creates the
         file before it writes it, so a worker that lists the folder in between takes an empty message, fails to
         decode it and stops."""
@@ -84,7 +85,7 @@ class AtomicChannel(filesystem.Channel):
         partial = os.path.join(self.data_folder_out, f".{name}.partial")  # ".x" parts as no queue's message
         try:
             with open(partial, "wb") as f:
-                f.write(kombu_json.dumps(message).encode())
+                f.write(kombu_json.dumps(payload).encode())
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
