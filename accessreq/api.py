@@ -520,6 +520,7 @@ class CheckOut(Schema):
 class VerificationOut(Schema):
     checked_at: datetime
     ok: bool
+    outdated: bool = Field(False, description="The token's access changed since; its next new password is proven.")
     slot: str
     error: str | None
     checks: list[CheckOut]

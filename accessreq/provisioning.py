@@ -191,8 +191,16 @@ def _apply_change(req: AccessRequest) -> None:
     if before == after and token.drift_actions is None:
         return  # applied by an earlier run of this task
     with transaction.atomic():
+        # The last proof was of the old access, and no password is at hand to prove the new one with (the portal keeps
+        # none): it stays on show, marked outdated, until the next new password is proven against the new rules.
+        access_changed = before["rules"] != after["rules"]
+        proof = {**token.verification, "outdated": True} if token.verification and access_changed else None
         Token.objects.filter(pk=token.pk).update(
-            **after, risky=scopes.is_risky(req.rules, token.client_kind), drift_actions=None, drift_seen_at=None
+            **after,
+            risky=scopes.is_risky(req.rules, token.client_kind),
+            drift_actions=None,
+            drift_seen_at=None,
+            **({"verification": proof, "verified_ok": None} if access_changed else {}),
         )
         audit.record(
             "token.changed", actor=None, target=token, details={"request": req.pk, "before": before, "after": after}

@@ -121,3 +121,32 @@ def test_it_marks_a_password_it_could_not_prove_and_still_hands_it_over(
     assert AccessRequest.objects.get(pk=token.request_id).status == "ready"
     page = login(requester).get("/tokens/?flag=unverified")
     assert token.name.encode() in page.content
+
+
+@pytest.mark.django_db
+def test_it_marks_the_proof_outdated_when_the_access_changes_and_proves_the_next_password(
+    served, requester, approver, second_approver
+) -> None:
+    token, _ = _provisioned(served, requester, [approver, second_approver], **PUSH_PULL)
+    wider = request_data(
+        served,
+        **PUSH_PULL,
+        **{"rules-TOTAL_FORMS": "2", "rules-1-repository": "myapp/web", "rules-1-actions": ["content/read"]},
+        renew=str(token.pk),
+    )
+    alice = login(requester)
+    assert alice.post(f"/requests/new?renew={token.pk}", wider).status_code == 302
+    change = AccessRequest.objects.latest("pk")
+    for user in (approver, second_approver):
+        assert login(user).post(f"/requests/{change.pk}/decide", {"decision": "approve"}).status_code == 302
+    assert provisioning.provision(change.pk) is None
+    token.refresh_from_db()
+    assert token.verification["outdated"] is True and token.verified_ok is None
+    assert b"access changed after this check" in alice.get(f"/tokens/{token.pk}/").content
+    # The next password is proven against the new access.
+    assert alice.post(f"/tokens/{token.pk}/rotate").status_code == 302
+    slots.generate(PasswordSlot.objects.get(token=token, name="password2").pk)
+    token.refresh_from_db()
+    assert token.verified_ok is True and "outdated" not in token.verification
+    checks = {(c["repository"], c["action"]): c["result"] for c in token.verification["checks"]}
+    assert checks[("myapp/web", "content/read")] is True
