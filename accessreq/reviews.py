@@ -123,7 +123,9 @@ def start(
         errors["unanswered"] = ["Choose flag or disable."]
     if errors or due_on is None:
         raise Invalid(errors)
-    creator = user if user is not None else previous.created_by  # type: ignore[union-attr]
+    creator = user if user is not None else previous.created_by if previous is not None else None
+    if creator is None:
+        raise Invalid("A review is started by a person, or follows an earlier one.")
     with transaction.atomic():
         review = AccessReview.objects.create(
             name=name,

@@ -89,7 +89,8 @@ class Grant:
     @property
     def exact(self) -> bool:
         """Reached through a rule naming the repository itself, rather than a wildcard only."""
-        return any(not scopes.is_wildcard(ScopeAction.parse(v).pattern) for v in self.via)  # type: ignore[union-attr]
+        parsed = (ScopeAction.parse(v) for v in self.via)
+        return any(p is not None and not scopes.is_wildcard(p.pattern) for p in parsed)
 
     @property
     def works_now(self) -> bool:
