@@ -3,8 +3,12 @@ FROM python:3.11-slim
 
 # settings.py finds templates/ and static/ beside the portal package, so the source tree in /app is what runs
 # (PYTHONPATH), not the copy pip puts in site-packages.
+# REMAP_SIGTERM: `docker stop` sends SIGTERM; as SIGQUIT it starts Celery's cold shutdown, which gives running tasks
+# CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT to finish and hands the rest back to the broker, instead of a warm shutdown
+# that waits for them without bound. Billiard reads it when imported, so it must be in the environment at start.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    REMAP_SIGTERM=SIGQUIT \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DJANGO_SETTINGS_MODULE=portal.settings \
