@@ -91,7 +91,52 @@ class AtomicChannel(filesystem.Channel):
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
 
+    def get_table(self, exchange: str) -> list[Any]:
+        """The queues bound to an exchange. A binding file another process is creating can be empty for a moment:
+        read it again rather than fail to decode it."""
+        path = self._exchange_file(exchange)  # type: ignore[attr-defined]  # kombu's, missing from its stubs
+        for _ in range(100):
+            try:
+                with open(path, "rb") as f:
+                    fcntl.flock(f, fcntl.LOCK_SH)
+                    try:
+                        data = f.read()
+                    finally:
+                        fcntl.flock(f, fcntl.LOCK_UN)
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                raise ChannelError(f"Cannot open {path}") from exc
+            if data:
+                return [filesystem.exchange_queue_t(*q) for q in kombu_json.loads(data.decode())]
+            time.sleep(0.01)
+        return []
+
+    def _queue_bind(self, exchange: str, routing_key: str | None, pattern: str | None, queue: str | None) -> None:
+        """Add a binding under one exclusive lock taken on a file opened without truncating it: kombu's own creates
+        the file empty and only then locks it, so a second process binding or publishing meanwhile reads nothing."""
+        path = self._exchange_file(exchange)  # type: ignore[attr-defined]  # kombu's, missing from its stubs
+        self.control_folder.mkdir(exist_ok=True)
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            with os.fdopen(fd, "rb+", buffering=0) as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    data = f.read()
+                    queues = [filesystem.exchange_queue_t(*q) for q in kombu_json.loads(data.decode())] if data else []
+                    if binding not in queues:
+                        queues.insert(0, binding)
+                        f.seek(0)
+                        f.truncate()
+                        f.write(kombu_json.dumps(queues).encode())
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise ChannelError(f"Cannot open {path}") from exc
+
+
 class AtomicFilesystemTransport(filesystem.Transport):
-    """kombu's filesystem transport, with messages that appear whole or not at all."""
+    """kombu's filesystem transport, with messages and bindings that appear whole or not at all."""
 
     Channel = AtomicChannel
