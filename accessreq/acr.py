@@ -21,7 +21,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any, Literal, Protocol
 
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -30,11 +29,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
+
+from accessreq import emulatorauth
 
 log = logging.getLogger(__name__)
 
@@ -124,30 +123,10 @@ SUCCEEDED = "Succeeded"
 IN_FLIGHT = frozenset({"Creating", "Updating", "Deleting", "Accepted", "InProgress"})
 
 
-class _StaticBearerPolicy(SansIOHTTPPolicy):
-    """Sends a fixed bearer token. azure-core's bearer policy refuses plain http, which the local emulator speaks."""
-
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def on_request(self, request: PipelineRequest) -> None:
-        request.http_request.headers["Authorization"] = self._header
-
-
-class _StaticCredential:
-    """Satisfies the client's required credential argument; never asked for a token, the policy above sends it."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
-
-
 @cache
 def _credential() -> Any:
     if settings.ACR_CREDENTIAL == "emulator":
-        return _StaticCredential(settings.ACR_EMULATOR_TOKEN)
+        return emulatorauth.StaticCredential(settings.ACR_EMULATOR_TOKEN)
     return DefaultAzureCredential()
 
 
@@ -160,7 +139,7 @@ def client(subscription_id: str) -> ContainerRegistryManagementClient:
         "read_timeout": settings.ACR_TIMEOUT,
     }
     if settings.ACR_CREDENTIAL == "emulator":
-        kwargs["authentication_policy"] = _StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
+        kwargs["authentication_policy"] = emulatorauth.StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
     return ContainerRegistryManagementClient(_credential(), subscription_id, **kwargs)
 
 

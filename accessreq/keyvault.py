@@ -7,7 +7,6 @@ turns the SDK's errors into our own small set, like `acr.py`. Retries live in Ce
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -26,6 +24,8 @@ from azure.core.exceptions import (
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 from django.conf import settings
+
+from accessreq import emulatorauth
 
 # The data action the portal's identity needs on a vault; "Key Vault Secrets Officer" holds it (the README says so).
 REQUIRED_ROLE = "Key Vault Secrets Officer"
@@ -75,17 +75,10 @@ def valid_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.match(name))
 
 
-class _StaticCredential:
-    """The emulator accepts any bearer: answer the challenge with a fixed one."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(settings.ACR_EMULATOR_TOKEN, int(time.time()) + 3600)
-
-
 @cache
 def _credential() -> Any:
     if settings.KEY_VAULT_CREDENTIAL == "emulator":
-        return _StaticCredential()
+        return emulatorauth.StaticCredential(settings.ACR_EMULATOR_TOKEN)
     return DefaultAzureCredential()
 
 

@@ -9,7 +9,6 @@ SDK's errors into `LogsError` / `TransientLogsError`. Queries use a small KQL su
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,18 +16,17 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.identity import DefaultAzureCredential
 from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 from django.conf import settings
+
+from accessreq import emulatorauth
 
 LOGIN_TABLE = "ContainerRegistryLoginEvents"
 REPOSITORY_TABLE = "ContainerRegistryRepositoryEvents"
@@ -60,28 +58,10 @@ class Page:
     full: bool  # as many rows as asked for: more may follow
 
 
-class _StaticBearerPolicy(SansIOHTTPPolicy):
-    """A fixed bearer token; azure-core's bearer policy refuses plain http, which the local emulator speaks."""
-
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def on_request(self, request: PipelineRequest) -> None:
-        request.http_request.headers["Authorization"] = self._header
-
-
-class _StaticCredential:
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
-
-
 @cache
 def _credential() -> Any:
     if settings.LOG_ANALYTICS_CREDENTIAL == "emulator":
-        return _StaticCredential(settings.ACR_EMULATOR_TOKEN)
+        return emulatorauth.StaticCredential(settings.ACR_EMULATOR_TOKEN)
     return DefaultAzureCredential()
 
 
@@ -93,7 +73,7 @@ def client() -> LogsQueryClient:
         "read_timeout": settings.LOG_ANALYTICS_TIMEOUT,
     }
     if settings.LOG_ANALYTICS_CREDENTIAL == "emulator":
-        kwargs["authentication_policy"] = _StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
+        kwargs["authentication_policy"] = emulatorauth.StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
     return LogsQueryClient(_credential(), **kwargs)
 
 
