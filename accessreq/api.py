@@ -832,11 +832,25 @@ def _lifecycle(request: HttpRequest, pk: int, action: Any, status: int = 200) ->
 LIFECYCLE_RESPONSES = _responses({200: TokenOut}, 400, 403, 404, 409, 502)
 
 
+class RotateIn(StrictIn):
+    # No bounds here: the registry's policy sets the upper one, and its refusal names it.
+    password_lifetime_days: StrictInt | None = Field(
+        None,
+        description="The new password's lifetime in days, from 1 to the registry's maximum; without it, the "
+        "token's own lifetime.",
+    )
+
+
 @api.post("/tokens/{pk}/rotate", response={**LIFECYCLE_RESPONSES, 202: TokenOut}, tags=["tokens"])
-def rotate_token(request: HttpRequest, pk: Id) -> Status:
+def rotate_token(request: HttpRequest, pk: Id, payload: RotateIn | None = None) -> Status:
     """Generate the free password slot (202: it is being generated). Reveal it once with
-    /tokens/{id}/passwords/{slot}/reveal; the old password works until /confirm-switch or the grace period ends."""
-    return _lifecycle(request, pk, lambda t: tokens.rotate(t, _me(request), request), status=202)
+    /tokens/{id}/passwords/{slot}/reveal; the old password works until /confirm-switch or the grace period ends.
+    An optional `password_lifetime_days` chooses the new password's lifetime within the registry's policy."""
+    days = payload.password_lifetime_days if payload is not None else None
+    try:
+        return _lifecycle(request, pk, lambda t: tokens.rotate(t, _me(request), request, password_days=days), 202)
+    except Invalid as exc:
+        raise Invalid({_API_FIELD.get(name, name): messages for name, messages in exc.errors.items()}) from exc
 
 
 @api.post("/tokens/{pk}/confirm-switch", response=LIFECYCLE_RESPONSES, tags=["tokens"])
