@@ -121,3 +121,14 @@ def test_it_keeps_the_password_out_of_audit_and_mail(ready_request, requester, m
         assert password not in str(event.details) and password not in event.target_repr
     for message in mailoutbox:
         assert password not in message.body
+
+
+def test_it_offers_downloads_without_copying_the_password_into_the_page(ready_request, requester) -> None:
+    response = login(requester).post(f"/requests/{ready_request.pk}/reveal")
+    body = response.content.decode()
+    revealed = response.context["revealed"]
+    # The files are made in the browser from the one place the password is shown; the page holds it once.
+    assert body.count(revealed.password) == 1
+    assert 'data-downloads data-login-server="' in body and 'data-password-from="secret" hidden' in body
+    assert "/static/download.js" in body
+    assert "no-store" in response["Cache-Control"]
