@@ -47,12 +47,21 @@ def status_for(exc: DomainError) -> int:
 
 
 def act(
-    request: AuthedRequest, back: SupportsGetAbsoluteUrl | str, action: Callable[[], object], done: str
+    request: AuthedRequest,
+    back: SupportsGetAbsoluteUrl | str,
+    action: Callable[[], object],
+    done: str,
+    on_invalid: Callable[[Invalid], HttpResponse] | None = None,
 ) -> HttpResponse:
-    """Run one domain action and go back to a page that says how it went. A refusal becomes a message there; a lack
-    of rights (Forbidden) is left to Django's 403; anything else is a bug and stays a 500."""
+    """Run one domain action and go back to a page that says how it went. A refusal becomes a message there, or, for
+    bad input, `on_invalid`'s answer (the form again, the error beside its field); a lack of rights (Forbidden) is
+    left to Django's 403; anything else is a bug and stays a 500."""
     try:
         action()
+    except Invalid as exc:
+        if on_invalid is not None:
+            return on_invalid(exc)
+        messages.error(request, str(exc))
     except DomainError as exc:
         messages.error(request, str(exc))
     except acr.AcrError as exc:

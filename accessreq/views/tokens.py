@@ -271,8 +271,19 @@ def token_disable(request: AuthedRequest, pk: int) -> HttpResponse:
     token = access.get_token_for_user(request.user, pk)
     reason = request.POST.get("reason", "")
     return act(
-        request, token, lambda: tokens.disable(token, request.user, reason, request), "The token is disabled."
+        request,
+        token,
+        lambda: tokens.disable(token, request.user, reason, request),
+        "The token is disabled.",
+        on_invalid=lambda exc: _refused_here(request, token, "disable", exc, reason),
     )
+
+
+def _refused_here(request: AuthedRequest, token: Token, form: str, exc: Invalid, typed: str) -> HttpResponse:
+    """The token's page again, with the error beside the form's field and what was typed kept (400): a message at
+    the top of a long page is easily missed, and retyping is a second chance to mistype. Nothing changed."""
+    context = {**_token_context(request, token), f"{form}_error": str(exc), f"{form}_typed": typed}
+    return render(request, "accessreq/token_detail.html", context, status=400)
 
 
 @login_required
@@ -301,7 +312,11 @@ def token_transfer(request: AuthedRequest, pk: int) -> HttpResponse:
     token = access.get_token_for_user(request.user, pk)
     to = request.POST.get("to", "")
     return act(
-        request, token, lambda: tokens.transfer(token, request.user, to, request), f"{to} now owns the token."
+        request,
+        token,
+        lambda: tokens.transfer(token, request.user, to, request),
+        f"{to} now owns the token.",
+        on_invalid=lambda exc: _refused_here(request, token, "transfer", exc, to),
     )
 
 
