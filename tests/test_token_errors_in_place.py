@@ -50,3 +50,14 @@ def test_it_still_reports_a_conflict_at_the_top(token, requester) -> None:
 
 def test_it_still_hides_the_token_from_outsiders(token, outsider) -> None:
     assert login(outsider).post(f"/tokens/{token.pk}/transfer", {"to": "nobody"}).status_code == 404
+
+
+def test_it_says_beside_the_field_where_the_password_should_be_recorded(token, requester) -> None:
+    events = AuditEvent.objects.count()
+    typed = "x" * 501
+    response = login(requester).post(f"/tokens/{token.pk}/storage", {"location": typed})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'id="storage-location-error"><li>Keep it to 500 characters.' in body
+    assert f'value="{typed}"' in body and 'storage-location-error" aria-invalid="true" autofocus' in body
+    assert AuditEvent.objects.count() == events

@@ -355,4 +355,5 @@ def token_storage(request: AuthedRequest, pk: int) -> HttpResponse:
         token,
         lambda: delivery.record_storage(token, request.user, location, request),
         "Recorded where the password is stored.",
+        on_invalid=lambda exc: _refused_here(request, token, "storage", exc, location),
     )
