@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, acr, enqueue, expiry, reconcile
+from accessreq import access, acr, enqueue, expiry, quota, reconcile
 from accessreq.errors import DomainError
 from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
 from accessreq.views import listing
@@ -85,6 +85,8 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
         "soon": expiry.counts(Token.objects.all()),
+        "quotas": quota.cached(),
+        "history_days": quota.HISTORY_DAYS,
     }
     return render(request, "accessreq/security.html", context)
 
