@@ -56,11 +56,12 @@ def _summary() -> dict[str, object]:
             .order_by("-n", "team")[:20]
         ),
     }
+    found["quotas"] = quota.cached()
     found["charts"] = [
         charts.tokens_over_time(),
         charts.passwords_expiring(),
         charts.by_team(found["by_team"]),
-        charts.by_quota(quota.cached()),
+        charts.by_quota(found["quotas"]),
     ]
     if settings.SECURITY_SUMMARY_SECONDS > 0:
         cache.set(SUMMARY_KEY, found, settings.SECURITY_SUMMARY_SECONDS)
@@ -92,7 +93,6 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
         "soon": expiry.counts(Token.objects.all()),
-        "quotas": quota.cached(),
         "history_days": quota.HISTORY_DAYS,
     }
     return render(request, "accessreq/security.html", context)
