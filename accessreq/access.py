@@ -34,6 +34,7 @@ from accessreq.models import (
     Token,
     TokenStatus,
     UnmanagedToken,
+    WebhookDelivery,
 )
 
 SECURITY_GROUP = getattr(settings, "SECURITY_GROUP", "security")
@@ -301,6 +302,11 @@ def slot_for_admin(user: User, token_pk: int, name: str) -> PasswordSlot:
 def get_unmanaged_for_security(user: User, pk: int) -> UnmanagedToken:
     require_security(user)
     return _first_or_404(UnmanagedToken.objects.select_related("registry").filter(pk=pk), "No such token.")
+
+
+def get_delivery_for_security(user: User, pk: int) -> WebhookDelivery:
+    require_security(user)
+    return _first_or_404(WebhookDelivery.objects.select_related("endpoint").filter(pk=pk), "No such delivery.")
 
 
 def get_registry_for_security(user: User, pk: int) -> Registry:

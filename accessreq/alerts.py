@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
-from accessreq import enqueue, webhooks
+from accessreq import access, audit, enqueue, webhooks
+from accessreq.errors import Conflict
 from accessreq.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.http import HttpRequest
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +68,26 @@ def deliver(delivery_id: int) -> float | None:
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return None
     attempts = delivery.attempts + 1
+    started = timezone.now()
     try:
         code = webhooks.post(delivery.endpoint, delivery.pk, delivery.event, delivery.payload)
     except webhooks.Transient as exc:
         last = attempts >= _max_attempts()
+        delay = None if last else _first_retry_seconds() * 2 ** (attempts - 1)
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             attempts=attempts,
             last_status_code=exc.status,
             last_error=str(exc)[:500],
             status=DeliveryStatus.FAILED if last else DeliveryStatus.PENDING,
+            last_attempt_at=started,
+            next_attempt_at=None if delay is None else started + timedelta(seconds=delay),
         )
         log.warning("webhook delivery %s attempt %s failed: %s", delivery.pk, attempts, exc)
-        return None if last else _first_retry_seconds() * 2 ** (attempts - 1)
+        return delay
     except webhooks.Permanent as exc:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            attempts=attempts, last_status_code=exc.status, last_error=str(exc)[:500], status=DeliveryStatus.FAILED
+            attempts=attempts, last_status_code=exc.status, last_error=str(exc)[:500], status=DeliveryStatus.FAILED,
+            last_attempt_at=started, next_attempt_at=None,
         )
         log.warning("webhook delivery %s refused: %s", delivery.pk, exc)
         return None
@@ -87,5 +98,27 @@ def deliver(delivery_id: int) -> float | None:
             last_error="",
             status=DeliveryStatus.DELIVERED,
             delivered_at=timezone.now(),
+            last_attempt_at=started,
+            next_attempt_at=None,
         )
     return None
+
+
+def retry_now(delivery: WebhookDelivery, user: User, request: HttpRequest | None) -> None:
+    """Send a failed delivery once more, now: security's answer to a receiver that was down longer than the
+    backoff. One attempt; a transient failure is retried with backoff only while attempts remain."""
+    access.require_security(user, "Only security can send a webhook again.")
+    with transaction.atomic():
+        moved = WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=timezone.now()
+        )
+        if not moved:
+            raise Conflict("Only a failed delivery can be sent again.")
+        audit.record(
+            "webhook.retried",
+            actor=user,
+            target=delivery,
+            details={"event": delivery.event, "endpoint": delivery.endpoint.name, "attempts": delivery.attempts},
+            request=request,
+        )
+        enqueue.deliver_webhook(delivery.pk)

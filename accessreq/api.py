@@ -819,6 +819,19 @@ def get_token(request: HttpRequest, pk: Id) -> Token:
     return _get_token_for_user(request, pk)
 
 
+class ReachOut(Schema):
+    repository: str = Field(description="A repository, a prefix wildcard (`myapp/*`) or `*`.")
+    actions: list[str] = Field(description="Scope-map actions, e.g. `content/read`, in a fixed order.")
+    via: list[str] = Field(description="The scope-map action strings that grant them.")
+
+
+@api.get("/tokens/{pk}/access", response=_responses({200: list[ReachOut]}, 400, 404), tags=["tokens"])
+def token_access(request: HttpRequest, pk: Id) -> list[dict[str, Any]]:
+    """Everything the token reaches in its registry, widest first, as the registry holds its scope map (drift
+    included); empty once the token is deleted there. For whoever may see the token."""
+    return [reach.as_json() for reach in whocan.reach_now(_get_token_for_user(request, pk))]
+
+
 class ReasonIn(StrictIn):
     reason: Annotated[str, AfterValidator(_no_nul)] = Field("", max_length=500)
 

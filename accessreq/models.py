@@ -828,10 +828,14 @@ class WebhookDelivery(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the worker tries a pending delivery again after a transient failure; empty when no retry is planned.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "-created_at", "-id"], name="delivery_by_status")]
 
     def __str__(self) -> str:
         return f"{self.event} → {self.endpoint}"

@@ -21,7 +21,13 @@ ACTION_LABELS = {
 }
 WRITE_ACTIONS = frozenset({"content/write", "content/delete", "metadata/write"})
 MAX_ACTIONS_PER_SCOPE_MAP = 500
-SKU_TOKEN_LIMITS = {"Basic": 100, "Standard": 500, "Premium": 50_000}
+# Per registry, by SKU: (tokens, scope maps). The one table of ACR's limits; from Azure's "Service tier features and
+# limits" page for Azure Container Registry, as recorded in the project's ACR facts ("Names and limits").
+SKU_LIMITS = {"Basic": (100, 100), "Standard": (500, 500), "Premium": (50_000, 50_000)}
+SKU_TOKEN_LIMITS = {sku: tokens for sku, (tokens, _) in SKU_LIMITS.items()}
+SKU_SCOPE_MAP_LIMITS = {sku: scope_maps for sku, (_, scope_maps) in SKU_LIMITS.items()}
+# Every registry holds these system scope maps, and they count against the scope-map limit like any other.
+SYSTEM_SCOPE_MAPS = ("_repositories_admin", "_repositories_pull", "_repositories_push")
 
 # The OCI distribution spec's repository name: path components of lowercase alphanumerics joined by separators.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"

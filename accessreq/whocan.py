@@ -124,6 +124,9 @@ class Reach:
     def words(self) -> str:
         return describe(self.pattern, self.actions)
 
+    def as_json(self) -> dict[str, object]:
+        return {"repository": self.pattern, "actions": self.actions, "via": self.via}
+
 
 def describe(pattern: str, actions: Iterable[str]) -> str:
     """A rule in plain words: "pull and push in every repository under myapp/, including ones created later"."""
@@ -281,6 +284,14 @@ def reach_of(actions: Iterable[str]) -> list[Reach]:
 
 def token_reach(token: Token) -> list[Reach]:
     return reach_of(enforced_actions(token))
+
+
+def reach_now(token: Token) -> list[Reach]:
+    """What the token reaches in its registry today: nothing once it is deleted there (retired or gone); otherwise
+    its scope map as the registry holds it, drift included. A disabled token keeps its reach for when it is enabled."""
+    if not token.is_live:
+        return []
+    return token_reach(token)
 
 
 def unmanaged_reach(unmanaged: UnmanagedToken) -> list[Reach]:

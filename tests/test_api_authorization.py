@@ -28,6 +28,7 @@ DAVE = {
     ("post", "/requests/{R}/reject"): 404,
     ("get", "/tokens"): 200,  # his own: none
     ("get", "/tokens/{T}"): 404,
+    ("get", "/tokens/{T}/access"): 404,
     ("post", "/tokens/{T}/rotate"): 404,
     ("post", "/tokens/{T}/confirm-switch"): 404,
     ("post", "/tokens/{T}/disable"): 404,

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accessreq import apikeys, reviews
-from accessreq.models import AccessRequest, Token, UnmanagedToken
+from accessreq.models import AccessRequest, Token, UnmanagedToken, WebhookDelivery, WebhookEndpoint
 from tests.conftest import make_user, request_data
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +40,8 @@ def scenario(ready_request, requester, approver, second_approver, security, admi
         registry=registry, name="stray-token", scope_map_name="x", status="enabled"
     )
     key, _ = apikeys.create(approver, "matrix")
+    hook = WebhookEndpoint.objects.create(name="SOC", url="http://127.0.0.1:9/hook", secret="s")
+    failed = WebhookDelivery.objects.create(endpoint=hook, event="token.drift_found", payload={}, status="failed")
     review = reviews.start(security, name="matrix", scope="all", due_on=timezone.localdate() + timedelta(days=7))
     ids = {
         "R": pending.pk,
@@ -50,6 +52,7 @@ def scenario(ready_request, requester, approver, second_approver, security, admi
         "K": key.pk,
         "V": review.pk,
         "I": review.items.get(token__request=ready_request).pk,
+        "W": failed.pk,
     }
     return {"users": users, "ids": ids}
 
@@ -80,6 +83,8 @@ GETS = [
     ("/security/who-can?token={T}", SECURITY_ONLY),
     ("/security/export/tokens?format=json", SECURITY_ONLY),
     ("/security/export/audit?format=csv", SECURITY_ONLY),
+    ("/security/webhooks", SECURITY_ONLY),
+    ("/security/webhooks?status=failed", SECURITY_ONLY),
     ("/reviews/", SECURITY_ONLY),
     ("/reviews/mine", ALL_SIGNED_IN),
     ("/reviews/{V}/", SECURITY_ONLY),
@@ -119,6 +124,7 @@ POSTS = [
     ("/unmanaged/{U}/disable", {"reason": "x"}, {"alice": 403, "bob": 403}),
     ("/unmanaged/{U}/adopt", {}, {"alice": 403, "dave": 403, "bob": 403, "sam": 302}),
     ("/api-keys/{K}/revoke", {}, {"alice": 404, "sam": 404, "bob": 302}),
+    ("/security/webhooks/{W}/retry", {}, {"alice": 403, "dave": 403, "bob": 403, "carol": 403, "sam": 302}),
     ("/reviews/start", {"name": "x"}, {"alice": 403, "dave": 403, "bob": 403, "sam": 400}),
     ("/reviews/items/{I}/keep", {"justification": "still used"}, {"dave": 404, "bob": 404, "alice": 302}),
     ("/reviews/items/{I}/change", {}, {"dave": 404, "bob": 404, "alice": 302}),

@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, expiry, flow, scopes, slots, usage
+from accessreq import access, expiry, flow, quota, scopes, slots, usage
 from accessreq.errors import DomainError, Gone
 from accessreq.forms import NewRequest
 from accessreq.models import (
@@ -148,6 +148,7 @@ def _preview(new: NewRequest) -> dict[str, object]:
     data = getattr(new.form, "cleaned_data", None) or {**new.form.initial}
     client_kind = data.get("client_kind") or "ci"
     actions = scopes.scope_map_actions(rules)
+    registry = data.get("registry")
     return {
         "rules": rules,
         "actions": actions,
@@ -162,7 +163,9 @@ def _preview(new: NewRequest) -> dict[str, object]:
         "renews": new.renews,
         "wildcards": [r["repository"] for r in rules if scopes.is_wildcard(r["repository"])],
         "risks": scopes.risks(rules, client_kind),
-        "registry": data.get("registry"),
+        "registry": registry,
+        # A change adds no token, so only a new one is warned about its registry's limits.
+        "quota_warnings": quota.warnings_for(registry) if isinstance(registry, Registry) and not new.renews else [],
     }
 
 

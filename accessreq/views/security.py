@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, acr, enqueue, expiry, reconcile
+from accessreq import access, acr, charts, enqueue, expiry, quota, reconcile
 from accessreq.errors import DomainError
 from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
 from accessreq.views import listing
@@ -31,8 +31,9 @@ SUMMARY_KEY = "security-summary"
 
 
 def _summary() -> dict[str, object]:
-    """The dashboard's totals: each reads every live token, so they are computed in three grouped queries (never a
-    COUNT per tile) and shared by all workers through the cache for SECURITY_SUMMARY_SECONDS."""
+    """The dashboard's totals and charts: each reads every live token, so they are computed in a few grouped queries
+    (never a COUNT per tile or a row per token) and shared by all workers through the cache for
+    SECURITY_SUMMARY_SECONDS."""
     found = cache.get(SUMMARY_KEY)
     if found is not None:
         return found
@@ -51,10 +52,17 @@ def _summary() -> dict[str, object]:
         ),
         "by_team": list(
             live.order_by().values("team")
-            .annotate(n=Count("id"), owners=Count("owner", distinct=True))
+            .annotate(n=Count("id"), owners=Count("owner", distinct=True), risky=Count("id", filter=Q(risky=True)))
             .order_by("-n", "team")[:20]
         ),
     }
+    found["quotas"] = quota.cached()
+    found["charts"] = [
+        charts.tokens_over_time(),
+        charts.passwords_expiring(),
+        charts.by_team(found["by_team"]),
+        charts.by_quota(found["quotas"]),
+    ]
     if settings.SECURITY_SUMMARY_SECONDS > 0:
         cache.set(SUMMARY_KEY, found, settings.SECURITY_SUMMARY_SECONDS)
     return found
@@ -85,6 +93,7 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
         "soon": expiry.counts(Token.objects.all()),
+        "history_days": quota.HISTORY_DAYS,
     }
     return render(request, "accessreq/security.html", context)
 

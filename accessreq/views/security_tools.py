@@ -1,17 +1,22 @@
-"""Security's tools beside the overview: who can reach a repository, what a token reaches, and exports."""
+"""Security's tools beside the overview: who can reach a repository, what a token reaches, exports, and the
+webhook deliveries."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode, urlsplit
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
-from accessreq import access, exports, whocan
-from accessreq.errors import Invalid
-from accessreq.models import Registry, Token
-from accessreq.views.common import AuthedRequest
+from accessreq import access, alerts, exports, whocan
+from accessreq.errors import DomainError, Invalid
+from accessreq.models import DeliveryStatus, Registry, Token, WebhookDelivery
+from accessreq.views.common import AuthedRequest, paginate
 
 
 @login_required
@@ -73,3 +78,40 @@ def export_audit(request: AuthedRequest) -> HttpResponseBase:
         )
     except Invalid as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+
+@login_required
+@require_GET
+def webhook_deliveries(request: AuthedRequest) -> HttpResponse:
+    """Every webhook delivery, newest first, optionally of one status."""
+    access.require_security(request.user)
+    status = request.GET.get("status", "")
+    qs = WebhookDelivery.objects.select_related("endpoint").defer("payload", "endpoint__secret")
+    if status:
+        if status not in DeliveryStatus.values:
+            return HttpResponseBadRequest("Unknown status.", content_type="text/plain; charset=utf-8")
+        qs = qs.filter(status=status)
+    page = paginate(request, qs.order_by("-created_at", "-id"))
+    # Incoming-webhook URLs carry their secret in the path (Slack, Teams): only the host is shown.
+    rows = [(d, urlsplit(d.endpoint.url).hostname or "") for d in page.object_list]
+    context = {
+        "page": page,
+        "rows": rows,
+        "status": status,
+        "statuses": DeliveryStatus.choices,
+        "extra_query": urlencode({"status": status}) if status else "",
+    }
+    return render(request, "accessreq/webhook_deliveries.html", context)
+
+
+@login_required
+@require_POST
+def webhook_retry(request: AuthedRequest, pk: int) -> HttpResponse:
+    delivery = access.get_delivery_for_security(request.user, pk)
+    try:
+        alerts.retry_now(delivery, request.user, request)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Delivery {delivery.pk} ({delivery.event}) is being sent again.")
+    return redirect(f"{reverse('webhook_deliveries')}?{urlencode({'status': DeliveryStatus.FAILED})}")

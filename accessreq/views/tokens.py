@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from accessreq import access, delivery, expiry, history, reconcile, scopes, slots, tokens, usage
+from accessreq import access, delivery, expiry, history, reconcile, scopes, slots, tokens, usage, whocan
 from accessreq.errors import Invalid
 from accessreq.models import (
     LIVE_TOKEN_STATUSES,
@@ -149,6 +149,7 @@ def _token_context(request: AuthedRequest, token: Token) -> dict[str, object]:
     return {
         "manage": _manage(token, request.user),
         "token_risks": scopes.risks(token.rules, token.client_kind),
+        "reach": whocan.reach_now(token),
         "token": token,
         "slots": token_slots,
         "generating": any(s.status == SlotStatus.GENERATING for s in token_slots),

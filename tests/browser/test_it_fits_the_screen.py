@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from accessreq import reconcile, slots
-from accessreq.models import PasswordSlot, SlotStatus, Token
+from accessreq.models import PasswordSlot, SlotStatus, Token, WebhookDelivery, WebhookEndpoint
 from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD, SUBSCRIPTION, request_data
 
@@ -73,6 +73,11 @@ def rotating_token(ready_request: object, requester: object, approver: object, a
     alice.post("/requests/new", request_data(registry, **{"rules-0-repository": "myapp/a-rather-long-repository/name"}))
     _handmade_token(acr, "legacy-puller-from-the-old-build-farm", ["repositories/legacy/app/content/read"])
     reconcile.reconcile(registry)  # type: ignore[arg-type]
+    hook = WebhookEndpoint.objects.create(name="Security operations centre", url="https://hooks.example/x", secret="s")
+    WebhookDelivery.objects.create(
+        endpoint=hook, event="unmanaged_token.found", payload={}, status="failed", attempts=6, last_status_code=503,
+        last_error="the receiver answered 503",
+    )
     return token
 
 
@@ -106,7 +111,7 @@ def _visit_all(page: Page, token: Token, request_pk: int, check: object) -> dict
     sign_in(page, "bob")
     found |= check(page, ["/approvals/"])  # type: ignore[operator]
     sign_in(page, "sam")
-    found |= check(page, ["/security/", "/audit/", "/tokens/", f"/tokens/{token.pk}/"])  # type: ignore[operator]
+    found |= check(page, ["/security/", "/audit/", "/tokens/", f"/tokens/{token.pk}/", "/security/webhooks"])  # type: ignore[operator]
     return found
 
 
