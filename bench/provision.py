@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -334,8 +333,8 @@ def main() -> None:
         results = []
         for broker in brokers:
             child = subprocess.run(
-                [sys.executable, __file__, "--run", broker, "--emulator", url, "--budget", args.budget,
-                 "--approvals", str(approvals), "--redis-db", str(args.redis_db)],
+                [sys.executable, str(Path(__file__).resolve()), "--run", broker, "--emulator", url,
+                 "--budget", args.budget, "--approvals", str(approvals), "--redis-db", str(args.redis_db)],
                 cwd=ROOT, capture_output=True, text=True,
             )
             line = next((ln for ln in child.stdout.splitlines() if ln.startswith(RESULT)), None)
