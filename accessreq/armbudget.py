@@ -131,14 +131,27 @@ def _db_step(subscription_id: str, action: str, value: float, rate: float, burst
             return 0.0
 
 
+def _redis_errors() -> tuple[type[Exception], ...]:
+    if not redis_url():
+        return ()
+    import redis
+
+    return (redis.RedisError,)
+
+
 def acquire(subscription_id: str, deadline: float) -> float:
     """Take one write from the subscription's bucket, waiting (until `deadline`, a time.monotonic() value) for one
-    to come; the seconds waited. Exhausted when none comes in time."""
+    to come; the seconds waited. Exhausted when none comes in time. With Redis unreachable the write goes ahead
+    unlimited (ARM's own 429s still hold it back): the budget is an economy, not a reason to stop provisioning."""
     if not enabled():
         return 0.0
     started = time.monotonic()
     while True:
-        wait = _step(subscription_id, "take")
+        try:
+            wait = _step(subscription_id, "take")
+        except _redis_errors() as exc:
+            log.warning("ARM write budget unavailable, writing without it: %s", exc)
+            return time.monotonic() - started
         if wait <= 0:
             return time.monotonic() - started
         now = time.monotonic()
@@ -152,10 +165,27 @@ def throttled(subscription_id: str, retry_after: float) -> None:
     """ARM said 429: no worker writes for `retry_after` seconds, and the bucket starts again from empty."""
     if enabled():
         log.warning("ARM throttled writes in subscription %s for %.0fs", subscription_id, retry_after)
-        _step(subscription_id, "throttle", max(0.0, retry_after))
+        try:
+            _step(subscription_id, "throttle", max(0.0, retry_after))
+        except _redis_errors() as exc:
+            log.warning("ARM write budget unavailable: %s", exc)
 
 
 def observed(subscription_id: str, remaining: int) -> None:
     """ARM counts `remaining` writes left: never hold more than that, as others may be writing with this principal."""
     if enabled() and remaining < settings.ARM_WRITE_BURST:
-        _step(subscription_id, "observe", float(max(0, remaining)))
+        try:
+            _step(subscription_id, "observe", float(max(0, remaining)))
+        except _redis_errors() as exc:
+            log.warning("ARM write budget unavailable: %s", exc)
+
+
+def reset(subscription_id: str) -> None:
+    """A full bucket for the subscription, with no "not before": its state is forgotten."""
+    url = redis_url()
+    if url:
+        import redis
+
+        redis.Redis.from_url(url).delete(KEY_PREFIX + subscription_id)
+    else:
+        ArmWriteBudget.objects.filter(subscription_id=subscription_id).delete()

@@ -68,6 +68,16 @@ def test_a_429_holds_back_every_worker(settings) -> None:
         armbudget.acquire(subscription, time.monotonic() + 1)
 
 
+def test_writes_go_ahead_when_redis_is_unreachable(settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.ARM_WRITES_PER_SECOND = 1
+    settings.ARM_WRITE_BURST = 1
+    for _ in range(3):
+        armbudget.acquire("sub-no-redis", time.monotonic() + 0.5)
+    armbudget.throttled("sub-no-redis", 5)
+    armbudget.observed("sub-no-redis", 0)
+
+
 def test_arms_count_of_writes_left_caps_the_bucket(settings) -> None:
     settings.ARM_WRITES_PER_SECOND = 10
     settings.ARM_WRITE_BURST = 100
