@@ -310,7 +310,7 @@ def _print(result: dict, approvals: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Approvals against an emulated ARM write budget.")
     parser.add_argument("--quick", action="store_true", help="200 approvals instead of 1,000")
     parser.add_argument("--approvals", type=int, help="approvals per batch (default 1000, --quick 200)")
     parser.add_argument("--budget", default="10/200", help="the emulated write budget, RATE/BURST (default 10/200)")
