@@ -40,7 +40,7 @@ beat: venv
 
 # Figures and ratios, printed; each benchmark builds a throwaway portal of its own.
 bench: venv
-	cd bench && ../$(BIN)/python reconcile.py && ../$(BIN)/python pages.py
+	cd bench && ../$(BIN)/python reconcile.py && ../$(BIN)/python pages.py && ../$(BIN)/python provision.py --quick
 
 # Databases, broker queues, emulator state and collected static files; never source.
 clean:

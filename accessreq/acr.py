@@ -5,21 +5,31 @@ the portal decides what to do (retry, fail, report) without knowing azure-core.
 
 Retries live in one layer, Celery's: the SDK's own retry policy is switched off, because it sleeps in-process on a
 429's Retry-After (up to minutes), which would hold a worker hostage while the broker's visibility timeout runs.
+The one exception is ARM's write budget: every write first takes a token from the bucket all workers share
+(accessreq.armbudget), and a write throttled with a Retry-After that ends within ACR_TIMEOUT is sent again once it
+has passed, rather than costing the request one of its attempts.
+
+Each worker process keeps one SDK client per subscription (and endpoint and credential), so calls reuse its
+connections. The reads before writes stay where they guard ownership: a scope map without the portal's marker, or a
+token on another scope map, is someone else's and a PUT would take it over; they also save a write when the
+resource is already as wanted (a retried request). Reads do not count against ARM's write budget.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -33,7 +43,7 @@ from azure.identity import DefaultAzureCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from django.conf import settings
 
-from accessreq import emulatorauth
+from accessreq import armbudget, emulatorauth
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,10 @@ class TransientError(AcrError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Throttled(TransientError):
+    """ARM's 429: too many requests for the principal's budget."""
 
 
 class NotFound(AcrError):
@@ -130,26 +144,96 @@ def _credential() -> Any:
     return DefaultAzureCredential()
 
 
+_clients: dict[tuple[Any, ...], ContainerRegistryManagementClient] = {}
+_clients_lock = threading.Lock()
+WRITE_METHODS = frozenset({"PUT", "PATCH", "POST", "DELETE"})
+T = TypeVar("T")
+
+
 def client(subscription_id: str) -> ContainerRegistryManagementClient:
+    """This process's client for the subscription: made once, then reused with its connection pool. Keyed by what
+    it is built from, so changed settings (tests) get a new one, and by process, so a forked worker never shares its
+    parent's sockets."""
+    key = (
+        os.getpid(),
+        subscription_id,
+        settings.ACR_ARM_ENDPOINT,
+        settings.ACR_CREDENTIAL,
+        settings.ACR_EMULATOR_TOKEN,
+        settings.ACR_POLLING_INTERVAL,
+        settings.ACR_TIMEOUT,
+    )
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _clients[key] = _new_client(subscription_id)
+        return found
+
+
+def _new_client(subscription_id: str) -> ContainerRegistryManagementClient:
     kwargs: dict[str, Any] = {
         "base_url": settings.ACR_ARM_ENDPOINT,
+        # Only when ARM's answer has no Retry-After: one that has sets the pace of the polls.
         "polling_interval": settings.ACR_POLLING_INTERVAL,
         "retry_total": 0,
         "connection_timeout": settings.ACR_TIMEOUT,
         "read_timeout": settings.ACR_TIMEOUT,
+        "raw_response_hook": _budget_hook(subscription_id),
     }
     if settings.ACR_CREDENTIAL == "emulator":
         kwargs["authentication_policy"] = emulatorauth.StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
     return ContainerRegistryManagementClient(_credential(), subscription_id, **kwargs)
 
 
-def _retry_after(exc: HttpResponseError) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
+def _budget_hook(subscription_id: str) -> Callable[[Any], None]:
+    """Tell the shared bucket what ARM says of its own: a 429's Retry-After, and the writes it has left."""
+
+    def hook(pipeline_response: Any) -> None:
+        response = pipeline_response.http_response
+        if response.status_code == 429:
+            armbudget.throttled(subscription_id, _seconds(response.headers.get("Retry-After")) or 1.0)
+            return
+        if pipeline_response.http_request.method not in WRITE_METHODS:
+            return
+        remaining = response.headers.get("x-ms-ratelimit-remaining-subscription-writes")
+        if remaining is not None and remaining.strip().isdigit():
+            armbudget.observed(subscription_id, int(remaining))
+
+    return hook
+
+
+def _seconds(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _write(registry: RegistryRef, call: Callable[[], T]) -> T:
+    """Make one ARM write within the write budget: take a token first (waiting, up to ACR_TIMEOUT), and if ARM
+    still says 429, wait out its Retry-After and send the write again (every write here is a PUT of the whole
+    resource, a PATCH of a field or a generateCredentials that did not happen, so sending it again is safe)."""
+    deadline = time.monotonic() + settings.ACR_TIMEOUT
+    while True:
+        try:
+            armbudget.acquire(registry.subscription_id, deadline)
+        except armbudget.Exhausted as exc:
+            raise Throttled(str(exc), exc.wait) from exc
+        try:
+            with _translated():
+                return call()
+        except Throttled as exc:
+            wait = exc.retry_after if exc.retry_after is not None else 1.0
+            if time.monotonic() + wait > deadline:
+                raise
+            if not armbudget.enabled():
+                # With the shared bucket, acquire() waits for the "not before" the 429 set; without it, here.
+                time.sleep(wait)
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    response = getattr(exc, "response", None)
+    return _seconds(response.headers.get("Retry-After")) if response is not None else None
 
 
 def _describe(exc: HttpResponseError) -> str:
@@ -174,7 +258,9 @@ def _translated() -> Iterator[None]:
         raise TransientError(f"connection: {type(exc).__name__}") from exc
     except HttpResponseError as exc:
         status = exc.status_code or 0
-        if status in (408, 429) or status >= 500:
+        if status == 429:
+            raise Throttled(_describe(exc), _retry_after(exc)) from exc
+        if status == 408 or status >= 500:
             raise TransientError(_describe(exc), _retry_after(exc)) from exc
         if status == 403:
             raise Denied(_describe(exc)) from exc
@@ -311,30 +397,36 @@ def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> Token
             return existing
         log.warning("token %s is %s in the registry: writing it again", name, existing.provisioning_state)
     body = {"properties": {"scopeMapId": f"{_registry_id(registry)}/scopeMaps/{scope_map_name}", "status": "enabled"}}
-    with _translated():
-        created = client(registry.subscription_id).tokens.begin_create(
+    created = _write(
+        registry,
+        lambda: client(registry.subscription_id).tokens.begin_create(
             registry.resource_group, registry.name, name, body
-        ).result()
+        ).result(),
+    )
     info = _token_info(created)
     _confirmed("token", name, info.provisioning_state)
     return info
 
 
 def set_token_status(registry: RegistryRef, name: str, status: str) -> None:
-    with _translated():
-        client(registry.subscription_id).tokens.begin_update(
+    _write(
+        registry,
+        lambda: client(registry.subscription_id).tokens.begin_update(
             registry.resource_group, registry.name, name, {"properties": {"status": status}}
-        ).result()
+        ).result(),
+    )
 
 
 def generate_password(registry: RegistryRef, token_name: str, slot: str, expires_at: datetime) -> GeneratedPassword:
     """Generate one slot's password. The value lives only in the returned object: callers encrypt it at once."""
     assert slot in SLOTS
     body = {"tokenId": f"{_registry_id(registry)}/tokens/{token_name}", "name": slot, "expiry": expires_at.isoformat()}
-    with _translated():
-        result = client(registry.subscription_id).registries.begin_generate_credentials(
+    result = _write(
+        registry,
+        lambda: client(registry.subscription_id).registries.begin_generate_credentials(
             registry.resource_group, registry.name, body
-        ).result()
+        ).result(),
+    )
     # A client once handed back the admin user's passwords instead of the token's: refuse anything but ours.
     if result.username != token_name:
         raise Invalid(f"generateCredentials answered for {result.username!r}, not for token {token_name!r}")
@@ -353,25 +445,27 @@ def delete_password(registry: RegistryRef, token_name: str, slot: str) -> None:
     if token is None or slot not in token.slots:
         return
     keep = [{"name": name} for name in token.slots if name != slot]
-    with _translated():
-        client(registry.subscription_id).tokens.begin_update(
+    _write(
+        registry,
+        lambda: client(registry.subscription_id).tokens.begin_update(
             registry.resource_group,
             registry.name,
             token_name,
             {"properties": {"credentials": {"passwords": keep}}},
-        ).result()
+        ).result(),
+    )
 
 
 def ensure_registry(registry: RegistryRef, location: str, sku: str) -> str:
     """Create the registry if it is missing and return its login server. For the demo and tests: the portal
     manages tokens in registries that exist, it never creates registries in Azure."""
     body = {"location": location, "sku": {"name": sku}, "properties": {"adminUserEnabled": False}}
-    with _translated():
-        ops = client(registry.subscription_id).registries
-        try:
+    ops = client(registry.subscription_id).registries
+    try:
+        with _translated():
             found = ops.get(registry.resource_group, registry.name)
-        except ResourceNotFoundError:
-            found = ops.begin_create(registry.resource_group, registry.name, body).result()
+    except NotFound:
+        found = _write(registry, lambda: ops.begin_create(registry.resource_group, registry.name, body).result())
     return found.login_server
 
 
@@ -391,18 +485,24 @@ def list_scope_maps(registry: RegistryRef) -> Iterator[ScopeMapInfo]:
 def delete_token(registry: RegistryRef, name: str) -> None:
     """Delete a token; one already gone is fine."""
     try:
-        with _translated():
-            client(registry.subscription_id).tokens.begin_delete(registry.resource_group, registry.name, name).result()
+        _write(
+            registry,
+            lambda: client(registry.subscription_id).tokens.begin_delete(
+                registry.resource_group, registry.name, name
+            ).result(),
+        )
     except NotFound:
         return
 
 
 def delete_scope_map(registry: RegistryRef, name: str) -> None:
     try:
-        with _translated():
-            client(registry.subscription_id).scope_maps.begin_delete(
+        _write(
+            registry,
+            lambda: client(registry.subscription_id).scope_maps.begin_delete(
                 registry.resource_group, registry.name, name
-            ).result()
+            ).result(),
+        )
     except NotFound:
         return
 
@@ -410,8 +510,10 @@ def delete_scope_map(registry: RegistryRef, name: str) -> None:
 def set_scope_map_actions(registry: RegistryRef, name: str, actions: list[str], description: str) -> None:
     """Write the approved actions back over a scope map that drifted."""
     body = {"properties": {"description": description, "actions": actions}}
-    with _translated():
-        written = client(registry.subscription_id).scope_maps.begin_create(
+    written = _write(
+        registry,
+        lambda: client(registry.subscription_id).scope_maps.begin_create(
             registry.resource_group, registry.name, name, body
-        ).result()
+        ).result(),
+    )
     _confirmed("scope map", name, _state_name(getattr(written, "provisioning_state", SUCCEEDED)))

@@ -860,3 +860,18 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{tuple(self.args)}"
+
+
+class ArmWriteBudget(models.Model):
+    """The portal's share of Azure Resource Manager's write budget for one subscription, as a token bucket every
+    worker takes from (when there is no Redis): `tokens` as of `stamp`, refilled at ARM_WRITES_PER_SECOND, and no
+    write before `not_before` (set from a 429's Retry-After). `version` makes each change a conditional update."""
+
+    subscription_id = models.CharField(max_length=64, unique=True)
+    tokens = models.FloatField()
+    stamp = models.FloatField()  # seconds since the epoch
+    not_before = models.FloatField(default=0)
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"ARM writes in {self.subscription_id}: {self.tokens:.1f}"

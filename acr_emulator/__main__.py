@@ -3,6 +3,7 @@
 python -m acr_emulator --host 127.0.0.1 --port 8765 [--state FILE] [--lro-polls N] [--page-size N]
     [--fault SPEC ...] [--registry-port PORT [--registry-dir DIR]] [--data-plane HOST:PORT]
     [--data-plane-registry NAME] [--token-lifetime SECONDS] [--vault NAME[:PORT] ...]
+    [--write-budget RATE[/BURST]] [--lro-retry-after SECONDS]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from acr_emulator.distribution import Distribution, DistributionError
 from acr_emulator.faults import Fault
 from acr_emulator.server import EmulatorServer
 from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME
+from acr_emulator.writebudget import parse as parse_write_budget
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +84,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME[:PORT]",
         help="serve a Key Vault called NAME over HTTPS (on PORT, else a free one or the one it had); repeatable",
     )
+    parser.add_argument(
+        "--write-budget",
+        metavar="RATE[/BURST]",
+        help="throttle ARM writes (PUT/PATCH/POST/DELETE) with a token bucket as ARM does, e.g. 10/200: "
+        "RATE writes a second, bursts of BURST; over it, 429 with Retry-After (default: no limit)",
+    )
+    parser.add_argument(
+        "--lro-retry-after",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="Retry-After on long-running operations' answers; fractions allowed (default 0: poll at once)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     if args.lro_polls < 0 or args.page_size < 1:
         parser.error("--lro-polls must be >= 0 and --page-size >= 1")
+    if args.lro_retry_after < 0:
+        parser.error("--lro-retry-after must be >= 0")
+    try:
+        parse_write_budget(args.write_budget)
+    except ValueError as exc:
+        parser.error(f"--write-budget: {exc}")
     if args.registry_port is not None and args.data_plane is not None:
         parser.error("--registry-port starts the data plane itself; give --data-plane only for one running elsewhere")
     data_plane = f"{args.host}:{args.registry_port}" if args.registry_port is not None else args.data_plane
@@ -103,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         data_plane=data_plane,
         data_plane_registry=args.data_plane_registry,
         token_lifetime=args.token_lifetime,
+        write_budget=args.write_budget,
+        lro_retry_after=args.lro_retry_after,
     )
     for fault in faults:
         server.faults.add(fault)

@@ -103,9 +103,11 @@ def bad_request(code: str, message: str, target: str | None = None) -> ArmError:
 
 
 class Api:
-    def __init__(self, state: State, lro_polls: int = 1, page_size: int = 50) -> None:
+    def __init__(self, state: State, lro_polls: int = 1, page_size: int = 50, lro_retry_after: float = 0) -> None:
         self.state = state
         self.lro_polls = lro_polls
+        # Seconds a long-running operation's answers tell the client to wait before polling (Retry-After).
+        self.lro_retry_after = lro_retry_after
         self.page_size = page_size
         self.data_plane = DataPlaneConfig()
         # Set by anything that changes state, so the server knows when to write the state file.
@@ -264,14 +266,27 @@ class Api:
     def _async_response(
         self, req: Request, status: int, body: Any, resource_path: str, op: Operation, location: bool = False
     ) -> Response:
-        headers = {"Azure-AsyncOperation": self._url(req, f"{resource_path}/operationStatuses/{op.id}")}
+        headers = {
+            "Azure-AsyncOperation": self._url(req, f"{resource_path}/operationStatuses/{op.id}"),
+            **self._retry_after(),
+        }
         if location:
             headers["Location"] = self._url(req, f"{resource_path}/operationResults/{op.id}")
         return Response(status, body, headers)
 
+    def _retry_after(self) -> dict[str, str]:
+        # Whole seconds in Retry-After, as ARM sends them (the SDK reads some operations' Retry-After as an int).
+        # A fraction goes out as retry-after-ms instead, which azure-core's poller also honours: quick local runs.
+        value = self.lro_retry_after
+        if value == int(value):
+            return {"Retry-After": str(int(value))}
+        return {"retry-after-ms": str(round(value * 1000))}
+
     def _deleted(self, req: Request) -> Response:
         op = self._start("Deleting", "Succeeded", None, kind="location")
-        return Response(202, None, {"Location": self._url(req, f"{req.path}/operationResults/{op.id}")})
+        return Response(
+            202, None, {"Location": self._url(req, f"{req.path}/operationResults/{op.id}"), **self._retry_after()}
+        )
 
     def _page(self, req: Request, items: list[tuple[str, dict[str, Any]]]) -> Response:
         # Sorted by key, and the skip token names the last key served: deletions between pages then
@@ -793,7 +808,7 @@ class Api:
         error = {"code": "InternalServerError", "message": "The operation failed (injected lro_fail fault)."}
         if location or op.kind == "location":
             if not done:
-                return Response(202, None, {"Location": self._url(req, req.path)})
+                return Response(202, None, {"Location": self._url(req, req.path), **self._retry_after()})
             if op.result == "Failed":
                 raise ArmError(500, error["code"], error["message"])
             return Response(204)
@@ -807,4 +822,4 @@ class Api:
             body["endTime"] = op.end_time
             if op.result == "Failed":
                 body["error"] = error
-        return Response(200, body)
+        return Response(200, body, {} if done else self._retry_after())

@@ -29,6 +29,8 @@ from acr_emulator.keyvault import KeyVault
 from acr_emulator.loganalytics import LogAnalytics
 from acr_emulator.state import State
 from acr_emulator.tokenserver import DEFAULT_TOKEN_LIFETIME, SigningKey, TokenServer
+from acr_emulator.writebudget import WRITE_METHODS, WriteBudget
+from acr_emulator.writebudget import parse as parse_write_budget
 
 ServiceHandler = Callable[[Request], Response]
 
@@ -56,20 +58,28 @@ class EmulatorServer(ThreadingHTTPServer):
         data_plane: str | None = None,
         data_plane_registry: str | None = None,
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+        write_budget: str | None = None,
+        lro_retry_after: float = 0,
     ) -> None:
         self.state = State()
         self.state_file = Path(state_file) if state_file else None
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.state.load(self.state_file)
-        self.api = Api(self.state, lro_polls=lro_polls, page_size=page_size)
+        self.api = Api(self.state, lro_polls=lro_polls, page_size=page_size, lro_retry_after=lro_retry_after)
         self.defaults: dict[str, Any] = {
             "lro_polls": lro_polls,
             "page_size": page_size,
+            "lro_retry_after": lro_retry_after,
+            "write_budget": write_budget,
             "data_plane": data_plane,
             "data_plane_registry": data_plane_registry,
         }
         self.faults = FaultBook()
+        self.write_budget: WriteBudget | None = None
+        self.set_write_budget(write_budget)
+        # ARM answers by status since start-up or reset (429s from the write budget and from faults alike).
+        self.status_counts: dict[int, int] = {}
         self.request_log: deque[dict[str, Any]] = deque(maxlen=MAX_LOGGED_REQUESTS)
         # The token server's signing key lives beside the state file, so a restarted emulator keeps it.
         key_dir = self.state_file.parent / f"{self.state_file.stem}-tokenserver" if self.state_file else None
@@ -119,7 +129,26 @@ class EmulatorServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def configure(self, lro_polls: int | None = None, page_size: int | None = None) -> None:
+    def set_write_budget(self, spec: str | None) -> None:
+        """Throttle ARM writes with a token bucket, "RATE[/BURST]" (e.g. "10/200", as ARM does); None or "" lifts
+        it. A new budget starts full, with its counters at zero."""
+        parsed = parse_write_budget(spec)
+        self.write_budget = WriteBudget(*parsed) if parsed else None
+
+    def stats(self) -> dict[str, Any]:
+        budget = self.write_budget
+        return {
+            "write_budget": budget.describe() if budget else None,
+            "responses": {str(status): count for status, count in sorted(self.status_counts.items())},
+        }
+
+    def configure(
+        self, lro_polls: int | None = None, page_size: int | None = None, lro_retry_after: float | None = None
+    ) -> None:
+        if lro_retry_after is not None:
+            if isinstance(lro_retry_after, bool) or not isinstance(lro_retry_after, int | float) or lro_retry_after < 0:
+                raise ValueError("lro_retry_after must be a non-negative number (seconds)")
+            self.api.lro_retry_after = lro_retry_after
         if lro_polls is not None:
             if not isinstance(lro_polls, int) or isinstance(lro_polls, bool) or lro_polls < 0:
                 raise ValueError("lro_polls must be a non-negative integer")
@@ -133,7 +162,13 @@ class EmulatorServer(ThreadingHTTPServer):
         """Back to a fresh start: no registries, operations, events, faults or logged requests, start-up config."""
         with self.state.lock:
             self.state.clear()
-            self.configure(lro_polls=self.defaults["lro_polls"], page_size=self.defaults["page_size"])
+            self.configure(
+                lro_polls=self.defaults["lro_polls"],
+                page_size=self.defaults["page_size"],
+                lro_retry_after=self.defaults["lro_retry_after"],
+            )
+            self.set_write_budget(self.defaults["write_budget"])
+            self.status_counts.clear()
             self.set_data_plane(self.defaults["data_plane"], self.defaults["data_plane_registry"])
             self.faults.clear()
             self.request_log.clear()
@@ -208,6 +243,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         route = api.route(self.command, path)
         operation = route.operation if route else None
         response: Response | None
+        self._remaining_writes: int | None = None
         try:
             route = self._front_door(request, route)
             with self.server.state.lock:
@@ -223,6 +259,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             log.exception("unhandled error for %s %s", self.command, path)
             response = Response(500, ArmError(500, "InternalServerError", "Emulator error.").body())
         status = 0 if response is None else response.status
+        if response is not None and self._remaining_writes is not None:
+            response.headers.setdefault("x-ms-ratelimit-remaining-subscription-writes", str(self._remaining_writes))
+        with self.server.state.lock:
+            self.server.status_counts[status] = self.server.status_counts.get(status, 0) + 1
         elapsed = (time.monotonic() - started) * 1000
         # Logged before answering, so a client that reads the log right after its call finds the call there.
         self.server.request_log.append(
@@ -305,6 +345,22 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             )
         if route is None:
             raise ArmError(404, "NotFound", f"No route for {request.method} {request.path}.")
+        budget = self.server.write_budget
+        if budget is not None and request.method in WRITE_METHODS:
+            decision = budget.take()
+            self._remaining_writes = decision.remaining
+            if not decision.allowed:
+                # ARM's own words for a principal over its subscription's write limit.
+                raise ArmError(
+                    429,
+                    "SubscriptionRequestsThrottled",
+                    "Number of 'write' requests for subscription exceeded the limit. "
+                    f"Please try again after '{decision.retry_after}' seconds.",
+                    headers={
+                        "Retry-After": str(decision.retry_after),
+                        "x-ms-ratelimit-remaining-subscription-writes": "0",
+                    },
+                )
         fault = self.server.faults.take(route.operation) if route.operation else None
         if fault is None:
             return route
@@ -347,13 +403,28 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             if route == ("POST", "/_emulator/reset"):
                 server.reset()
                 return Response(204)
+            if route == ("GET", "/_emulator/stats"):
+                return Response(200, server.stats())
             if route == ("GET", "/_emulator/config"):
                 return Response(200, self._config())
             if route == ("POST", "/_emulator/config"):
-                unknown = set(data) - {"lro_polls", "page_size", "data_plane", "data_plane_registry"}
+                unknown = set(data) - {
+                    "lro_polls",
+                    "page_size",
+                    "lro_retry_after",
+                    "data_plane",
+                    "data_plane_registry",
+                    "write_budget",
+                }
                 if unknown:
                     raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
-                server.configure(lro_polls=data.get("lro_polls"), page_size=data.get("page_size"))
+                if "write_budget" in data:
+                    server.set_write_budget(data["write_budget"])
+                server.configure(
+                    lro_polls=data.get("lro_polls"),
+                    page_size=data.get("page_size"),
+                    lro_retry_after=data.get("lro_retry_after"),
+                )
                 if "data_plane" in data or "data_plane_registry" in data:
                     current = server.data_plane_config()
                     server.set_data_plane(
@@ -377,7 +448,14 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def _config(self) -> dict[str, Any]:
         server = self.server
-        return {"lro_polls": server.api.lro_polls, "page_size": server.api.page_size, **server.data_plane_config()}
+        budget = server.write_budget
+        return {
+            "lro_polls": server.api.lro_polls,
+            "page_size": server.api.page_size,
+            "lro_retry_after": server.api.lro_retry_after,
+            "write_budget": budget.describe()["write_budget"] if budget else None,
+            **server.data_plane_config(),
+        }
 
     def _send(self, response: Response) -> None:
         payload = b"" if response.body is None else json.dumps(response.body).encode()

@@ -90,8 +90,20 @@ class Emulator:
         """ARM calls served so far: method, path (no query), status (0 = dropped), time, operation, ms."""
         return list(self._server.request_log)
 
-    def configure(self, lro_polls: int | None = None, page_size: int | None = None) -> None:
-        self._server.configure(lro_polls=lro_polls, page_size=page_size)
+    def configure(
+        self, lro_polls: int | None = None, page_size: int | None = None, lro_retry_after: float | None = None
+    ) -> None:
+        self._server.configure(lro_polls=lro_polls, page_size=page_size, lro_retry_after=lro_retry_after)
+
+    def set_write_budget(self, spec: str | None) -> None:
+        """Throttle ARM writes like ARM: "RATE[/BURST]", e.g. "10/200"; None lifts the limit. Starts full;
+        reset() goes back to the start-up budget."""
+        self._server.set_write_budget(spec)
+
+    def stats(self) -> dict[str, Any]:
+        """As GET /_emulator/stats: the write budget (rate, burst, remaining, allowed, throttled) and ARM answers
+        by status, e.g. {"write_budget": {...}, "responses": {"200": 12, "429": 3}}."""
+        return self._server.stats()
 
     def set_data_plane(self, address: str | None, registry: str | None = None) -> None:
         """Report `address` as the loginServer of the next registry created (or of `registry`), and answer
@@ -142,10 +154,18 @@ def start_emulator(
     state_file: str | Path | None = None,
     port: int = 0,
     data_plane: str | None = None,
+    write_budget: str | None = None,
+    lro_retry_after: float = 0,
 ) -> Emulator:
     """Serve on 127.0.0.1 (a free port unless `port` is given) from a daemon thread."""
     server = EmulatorServer(
-        ("127.0.0.1", port), lro_polls=lro_polls, page_size=page_size, state_file=state_file, data_plane=data_plane
+        ("127.0.0.1", port),
+        lro_polls=lro_polls,
+        page_size=page_size,
+        state_file=state_file,
+        data_plane=data_plane,
+        write_budget=write_budget,
+        lro_retry_after=lro_retry_after,
     )
     return Emulator(server)
 

@@ -341,7 +341,17 @@ ACR_CREDENTIAL = env("ACR_CREDENTIAL", "default")
 if ACR_CREDENTIAL not in {"default", "emulator"}:
     raise ImproperlyConfigured("ACR_CREDENTIAL must be 'default' or 'emulator'.")
 ACR_EMULATOR_TOKEN = env("ACR_EMULATOR_TOKEN", "emulator")
-ACR_POLLING_INTERVAL = float(env("ACR_POLLING_INTERVAL", "2"))
+# Seconds between polls of a long-running operation when ARM's answer carries no Retry-After (one that does sets
+# the pace). Polls are reads, which ARM allows far more of than writes; a token is usually ready within a second.
+ACR_POLLING_INTERVAL = float(env("ACR_POLLING_INTERVAL", "1"))
+# The portal's share of ARM's write budget (about 10 writes a second per principal and subscription, bursts of 200),
+# one bucket for all workers (in Redis, else the database). Every ARM write takes one first, waiting up to
+# ACR_TIMEOUT. The burst is half ARM's, leaving room for anything else that writes with the same identity (a
+# pipeline, an administrator): it costs 1,000 approvals about 10 s of their ~5 minutes. 0 writes a second: no limit.
+ARM_WRITES_PER_SECOND = float(env("ARM_WRITES_PER_SECOND", "10"))
+ARM_WRITE_BURST = envint("ARM_WRITE_BURST", 100)
+if ARM_WRITES_PER_SECOND < 0 or ARM_WRITE_BURST < 1:
+    raise ImproperlyConfigured("ARM_WRITES_PER_SECOND must be >= 0 and ARM_WRITE_BURST >= 1.")
 ACR_TIMEOUT = envint("ACR_TIMEOUT", 30)
 # How accessreq.dataplane reaches a registry's login server to check a token: https on Azure; http for the local
 # emulator's Distribution registry (127.0.0.1:5000), whose token realm is the emulator's /oauth2/token.

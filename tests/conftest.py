@@ -129,6 +129,11 @@ def acr(emulator: object, settings: object) -> Iterator[object]:
     from accessreq import acr as acr_module
 
     acr_module._credential.cache_clear()
+    from accessreq import armbudget
+
+    # A shared Redis keeps the write bucket between tests (the database's is rolled back): each starts full.
+    if armbudget.redis_url():
+        armbudget.reset(SUBSCRIPTION)
     yield emulator
     emulator.clear_faults()  # type: ignore[attr-defined]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -64,13 +65,29 @@ def test_it_is_safe_to_run_twice(approved, acr) -> None:
 
 
 def test_it_asks_to_retry_transient_errors_honouring_retry_after(approved, acr, settings) -> None:
+    # A Retry-After past ACR_TIMEOUT is not waited out in the worker: the task is retried after it instead.
     settings.PROVISIONING_RETRY_SECONDS = 0.01
-    acr.add_fault(count=1, status=429, retry_after=7, operation="tokens.create")
+    settings.ACR_TIMEOUT = 1
+    acr.add_fault(count=1, status=429, retry_after=2, operation="tokens.create")
     delay = provisioning.provision(approved.pk)
-    assert delay is not None and 7 <= delay <= settings.CELERY_RETRY_MAX_DELAY
+    assert delay is not None and 2 <= delay <= settings.CELERY_RETRY_MAX_DELAY
     assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.PROVISIONING
+    # Every worker holds back its writes until the Retry-After has passed, not only the one that was told.
+    early = provisioning.provision(approved.pk)
+    assert early is not None and early >= 0.5
+    time.sleep(2)
     assert provisioning.provision(approved.pk) is None
     assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.READY
+    assert [c["status"] for c in acr.requests() if c["operation"] == "tokens.create"] == [429, 201]
+
+
+def test_it_waits_out_a_short_retry_after_in_the_worker(approved, acr) -> None:
+    acr.add_fault(count=1, status=429, retry_after=1, operation="tokens.create")
+    started = time.monotonic()
+    assert provisioning.provision(approved.pk) is None
+    assert time.monotonic() - started >= 1
+    assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.READY
+    assert [c["status"] for c in acr.requests() if c["operation"] == "tokens.create"] == [429, 201]
 
 
 def test_it_gives_up_after_the_attempt_limit(approved, acr, settings, mailoutbox) -> None:

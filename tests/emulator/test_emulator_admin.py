@@ -53,8 +53,8 @@ def test_it_resets_in_process(client: ContainerRegistryManagementClient, registr
     emu.reset()
     assert emu.state.registries == {}
     assert emu.requests() == []
-    no_data_plane = {"data_plane": None, "data_plane_registry": None}
-    assert _admin(emu, "GET", "/_emulator/config") == (200, {"lro_polls": 1, "page_size": 50, **no_data_plane})
+    defaults = {"lro_retry_after": 0, "write_budget": None, "data_plane": None, "data_plane_registry": None}
+    assert _admin(emu, "GET", "/_emulator/config") == (200, {"lro_polls": 1, "page_size": 50, **defaults})
 
 
 def test_it_configures_over_http(
@@ -62,7 +62,14 @@ def test_it_configures_over_http(
 ) -> None:
     assert _admin(emu, "POST", "/_emulator/config", {"lro_polls": 0, "page_size": 2}) == (
         200,
-        {"lro_polls": 0, "page_size": 2, "data_plane": None, "data_plane_registry": None},
+        {
+            "lro_polls": 0,
+            "page_size": 2,
+            "lro_retry_after": 0,
+            "write_budget": None,
+            "data_plane": None,
+            "data_plane_registry": None,
+        },
     )
     assert len(raw(emu, "GET", f"{REGISTRY_ID}/scopeMaps").json()["value"]) == 2
     sm = raw(emu, "PUT", f"{REGISTRY_ID}/scopeMaps/quick", {"properties": {"actions": ["repositories/a/content/read"]}})
