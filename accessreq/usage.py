@@ -166,17 +166,22 @@ def _collect_table(registry: Registry, table: str, tokens: _Tokens, budget: int)
         read += len(page.rows)
         seen: dict[str, str] = dict(cursor.recent_keys)
         batch = _Batch()
-        newest = watermark
+        newest = max([watermark, *(row[0] for row in page.rows)])
+        # Only an event at or before the old watermark can have been read before, and only one within the overlap
+        # of the new one is remembered: the events between need no key, which is most of them.
+        read_before = cursor.watermark
+        remembered = newest - overlap
         fresh = 0
         for row in page.rows:
-            newest = max(newest, row[0])
-            key = _key(table, row)
-            if key in seen:
-                continue
-            seen[key] = _iso(row[0])
+            when = row[0]
+            if (read_before is not None and when <= read_before) or when >= remembered:
+                key = _key(table, row)
+                if key in seen:
+                    continue
+                seen[key] = _iso(when)
             fresh += 1
             counted += batch.add(table, row, tokens)
-        cutoff = _iso(newest - overlap)
+        cutoff = _iso(remembered)
         kept = {k: t for k, t in seen.items() if t >= cutoff}
         try:
             with transaction.atomic():
@@ -199,11 +204,19 @@ def _collect_table(registry: Registry, table: str, tokens: _Tokens, budget: int)
     return counted
 
 
+def _stamp_for(vendor: str) -> Any:
+    """How to pass an aware UTC datetime to raw SQL. Django's adapter for SQLite (naive UTC text) costs more per
+    value than reading the event did; this gives the same text. PostgreSQL's driver takes the datetime itself."""
+    if vendor == "sqlite":
+        return lambda when: str(when.astimezone(UTC).replace(tzinfo=None))
+    return connection.ops.adapt_datetimefield_value
+
+
 def _write(batch: _Batch) -> None:
     """Add one page's aggregates: upserts that add counts and keep the newest and oldest times, so the cost is
     one statement per row changed, whatever the tables already hold (PostgreSQL and SQLite alike)."""
     ops = connection.ops
-    stamp = ops.adapt_datetimefield_value
+    stamp = _stamp_for(connection.vendor)
     token_table = connection.ops.quote_name(Token._meta.db_table)
     usage_table = connection.ops.quote_name(TokenUsage._meta.db_table)
     day_table = connection.ops.quote_name(TokenUsageDay._meta.db_table)
