@@ -334,9 +334,13 @@ def _exercised(rows: list[TokenUsage], since: datetime | None = None) -> dict[st
     return found
 
 
-def never_used_actions(token: Token, rows: list[TokenUsage] | None = None) -> list[str]:
-    """Scope-map action strings granted and observable in the logs but never exercised since the token was made."""
-    used = _exercised(usage_rows(token) if rows is None else rows)
+def never_used_actions(
+    token: Token, rows: list[TokenUsage] | None = None, since: datetime | None = None
+) -> list[str]:
+    """Scope-map action strings granted and observable in the logs but never exercised since the token was made, or,
+    with `since`, not exercised since then (each repository and action's last use is kept, so "used within the
+    window" is "last used at or after its start")."""
+    used = _exercised(usage_rows(token) if rows is None else rows, since)
     unused = []
     for rule in token.rules:
         for action in rule["actions"]:
@@ -345,6 +349,15 @@ def never_used_actions(token: Token, rows: list[TokenUsage] | None = None) -> li
             if not any(action in acts and scopes.covers(rule["repository"], repo) for repo, acts in used.items()):
                 unused.append(f"repositories/{rule['repository']}/{action}")
     return unused
+
+
+def unused_actions_in_window(
+    token: Token, rows: list[TokenUsage] | None = None, days: int | None = None, now: datetime | None = None
+) -> list[str]:
+    """never_used_actions within the last `days` (LEAST_PRIVILEGE_DAYS unless given): what a least-privilege
+    suggestion would drop."""
+    days = settings.LEAST_PRIVILEGE_DAYS if days is None else days
+    return never_used_actions(token, rows, (now or timezone.now()) - timedelta(days=days))
 
 
 def is_stale(token: Token, now: datetime | None = None) -> bool:
