@@ -329,6 +329,8 @@ class Token(models.Model):
                 condition=models.Q(status__in=["active", "disabled", "retiring"]),
             ),
             models.Index(fields=["status", "attention", "next_expiry", "retire_on", "id"], name="token_by_attention"),
+            # token_live_by_last_use (the lists sorted by last use) is made by migration 0015 in SQL: SQLite
+            # refuses NULLS LAST in an index, where its DESC already puts nulls last.
             models.Index(fields=["team"], name="token_team"),
         ]
 

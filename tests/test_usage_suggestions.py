@@ -96,3 +96,17 @@ def test_it_rejects_a_bad_window(logged_registry: Registry, requester: User, val
 def test_it_hides_the_window_from_others(logged_registry: Registry, requester: User, outsider: User) -> None:
     token = make_token(logged_registry, requester, "ci-hidden")
     assert login(outsider).get(f"/api/v1/tokens/{token.pk}?window_days=10").status_code == 404
+
+
+def test_it_sorts_token_lists_by_last_use(logged_registry: Registry, requester: User, security: User) -> None:
+    recent = make_token(logged_registry, requester, "ci-recent", last_used_days=1)
+    older = make_token(logged_registry, requester, "ci-older", last_used_days=20)
+    never = make_token(logged_registry, requester, "ci-never")
+    for user in (requester, security):
+        client = login(user)
+        page = client.get("/tokens/?sort=used")
+        assert page.status_code == 200
+        assert [t.pk for t in page.context["page"].object_list] == [recent.pk, older.pk, never.pk]
+        assert "Last used, most recent first" in page.content.decode()
+        page = client.get("/tokens/?sort=unused")
+        assert [t.pk for t in page.context["page"].object_list] == [never.pk, older.pk, recent.pk]
