@@ -30,6 +30,7 @@ from accessreq.models import (
     Registry,
     Token,
     TokenStatus,
+    TokenSuggestion,
     TokenUsage,
     TokenUsageDay,
     UsageAction,
@@ -132,6 +133,7 @@ def collect_all() -> int:
             log.warning("usage of %s not collected this time: %s", registry, exc)
         except loganalytics.LogsError as exc:
             log.error("usage of %s cannot be collected: %s", registry, exc)
+    refresh_suggestions()
     return counted
 
 
@@ -424,6 +426,35 @@ def advise(token: Token, rows: list[TokenUsage] | None = None, now: datetime | N
         return Advice([], None)
     merged = scopes.merge_rules((repo, acts) for repo, acts in narrowed if acts)
     return Advice(suggestions, merged or None)
+
+
+def refresh_suggestions(now: datetime | None = None) -> int:
+    """Work out every live token's advice again and keep it in TokenSuggestion (what security's list of suggestions
+    reads), in one transaction. A suggestion that stands keeps the time it was first found. Returns how many."""
+    now = now or timezone.now()
+    tokens = (
+        Token.objects.filter(status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED])
+        .exclude(registry__log_analytics_workspace_id="")
+        .select_related("registry")
+        .prefetch_related("usage")
+        .order_by("pk")
+    )
+    found: list[tuple[int, str, str]] = []
+    for token in tokens.iterator(chunk_size=500):
+        found.extend((token.pk, s.kind, s.text[:1000]) for s in advise(token, list(token.usage.all()), now).suggestions)
+    with transaction.atomic():
+        since = {
+            (token, kind, text): when
+            for token, kind, text, when in TokenSuggestion.objects.select_for_update().values_list(
+                "token_id", "kind", "text", "since"
+            )
+        }
+        TokenSuggestion.objects.all().delete()
+        TokenSuggestion.objects.bulk_create(
+            (TokenSuggestion(token_id=t, kind=k, text=x, since=since.get((t, k, x), now)) for t, k, x in found),
+            batch_size=1000,
+        )
+    return len(found)
 
 
 def daily(token: Token, days: int = 30, today: date | None = None) -> list[tuple[date, int, int]]:

@@ -4,9 +4,11 @@ least-privilege and retirement suggestion, the owner's digest, and token lists s
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core import mail
 from django.utils import timezone
 
 from accessreq import usage
@@ -110,3 +112,81 @@ def test_it_sorts_token_lists_by_last_use(logged_registry: Registry, requester: 
         assert "Last used, most recent first" in page.content.decode()
         page = client.get("/tokens/?sort=unused")
         assert [t.pk for t in page.context["page"].object_list] == [never.pk, older.pk, recent.pk]
+
+
+@pytest.fixture
+def advised(logged_registry: Registry, requester: User, approver: User) -> dict[str, Token]:
+    """A token with access to drop and a wildcard to narrow, an unused one, and one that uses all it holds."""
+    broad = make_token(logged_registry, requester, "ci-broad", last_used_days=2)
+    used(broad, "myapp/api", UsageAction.PUSH, 2)
+    idle = make_token(logged_registry, approver, "ci-idle", team="platform")
+    tight = make_token(
+        logged_registry,
+        requester,
+        "ci-tight",
+        last_used_days=1,
+        rules=[{"repository": "myapp/api", "actions": ["content/read"]}],
+    )
+    used(tight, "myapp/api", UsageAction.PULL, 1)
+    usage.refresh_suggestions()
+    return {"broad": broad, "idle": idle, "tight": tight}
+
+
+def test_it_lists_every_suggestion_for_security(advised: dict[str, Token], security: User) -> None:
+    client = login(security)
+    dashboard = client.get("/security/").content.decode()
+    assert 'href="/security/suggestions"' in dashboard
+    assert "3</span> least-privilege and retirement suggestions" in dashboard
+
+    page = client.get("/security/suggestions")
+    assert page.status_code == 200
+    rows = [(s.token.name, s.kind, s.text) for s in page.context["page"].object_list]
+    assert rows == [
+        ("ci-broad", "drop", "Drop content/delete on myapp/*."),
+        ("ci-broad", "narrow", "Only myapp/api was used under myapp/*: narrow to it."),
+        ("ci-idle", "retire", "Never used in 60 days: retire it."),
+    ]
+    html = page.content.decode()
+    assert '<label for="suggestion-kind">Kind</label>' in html and "Drop content/delete on myapp/*." in html
+
+    def names(query: str) -> list[str]:
+        return [s.token.name for s in client.get(f"/security/suggestions?{query}").context["page"].object_list]
+
+    assert names("kind=retire") == ["ci-idle"]
+    assert names("kind=narrow") == ["ci-broad"]
+    assert names("team=platf") == ["ci-idle"]
+    assert names("q=wildcard narrow") == []
+    assert names("q=myapp/*") == ["ci-broad", "ci-broad"]
+    assert names("sort=unused") == ["ci-idle", "ci-broad", "ci-broad"]
+    assert names("kind=nonsense&sort=nonsense") == ["ci-broad", "ci-broad", "ci-idle"]
+
+
+def test_it_keeps_a_standing_suggestion_and_drops_a_settled_one(advised: dict[str, Token]) -> None:
+    first = {(s.token_id, s.text): s.since for s in usage.TokenSuggestion.objects.all()}
+    usage.refresh_suggestions(timezone.now() + timedelta(hours=1))
+    again = {(s.token_id, s.text): s.since for s in usage.TokenSuggestion.objects.all()}
+    assert again == first
+    Token.objects.filter(pk=advised["idle"].pk).update(status="retired")
+    usage.refresh_suggestions()
+    assert not usage.TokenSuggestion.objects.filter(token=advised["idle"]).exists()
+
+
+def test_it_mails_least_privilege_suggestions_to_the_owner_once(
+    advised: dict[str, Token], requester: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    from accessreq import reminders
+
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        reminders.send_reminders()
+    digest = [e for e in mail.outbox if requester.email in e.to]
+    assert len(digest) == 1
+    body = digest[0].body
+    assert "ci-broad" in body and "Drop content/delete on myapp/*." in body
+    assert "Only myapp/api was used under myapp/*: narrow to it." in body
+    assert "ci-tight" not in body
+
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        reminders.send_reminders(timezone.now() + timedelta(days=1))
+    assert not [e for e in mail.outbox if requester.email in e.to]

@@ -1,8 +1,10 @@
-"""The token lists sorted by last use: an index over live tokens in that order, most recent first and never used
-last, read backwards for the other direction. Written per database: PostgreSQL's DESC puts nulls first unless told,
-and SQLite refuses NULLS LAST in an index but puts nulls last under DESC anyway."""
+"""What usage suggests, kept per token for security's list of suggestions; and the token lists sorted by last use:
+an index over live tokens in that order, most recent first and never used last, read backwards for the other
+direction. The index is written per database: PostgreSQL's DESC puts nulls first unless told, and SQLite refuses
+NULLS LAST in an index but puts nulls last under DESC anyway."""
 
-from django.db import migrations
+import django.db.models.deletion
+from django.db import migrations, models
 
 LIVE = "('active', 'disabled', 'retiring')"
 
@@ -24,4 +26,37 @@ class Migration(migrations.Migration):
         ("accessreq", "0013_performance"),
     ]
 
-    operations = [migrations.RunPython(create, drop)]
+    operations = [
+        migrations.RunPython(create, drop),
+        migrations.CreateModel(
+            name="TokenSuggestion",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("drop", "Drop unused access"),
+                            ("narrow", "Narrow a wildcard"),
+                            ("retire", "Retire (unused)"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("text", models.CharField(max_length=1000)),
+                ("since", models.DateTimeField()),
+                (
+                    "token",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="suggestions",
+                        to="accessreq.token",
+                    ),
+                ),
+            ],
+            options={
+                "ordering": ["token", "kind", "text"],
+                "indexes": [models.Index(fields=["kind", "token"], name="suggestion_by_kind")],
+            },
+        ),
+    ]
