@@ -562,7 +562,18 @@ class TokenOut(Schema):
     stored_at: str | None = Field(description="Where the requester says they stored a revealed password.")
     last_used_at: datetime | None
     usage: list[UsageOut]
-    never_used_actions: list[str]
+    never_used_actions: list[str] = Field(
+        description="Scope-map actions granted but never exercised since the token was made (content/* only: the "
+        "logs show manifests, not metadata)."
+    )
+    usage_window_days: int = Field(
+        description="The window of unused_actions_in_window: `?window_days=` on GET /tokens/{id}, else "
+        "LEAST_PRIVILEGE_DAYS."
+    )
+    unused_actions_in_window: list[str] = Field(
+        description="Scope-map actions granted but not exercised within the last usage_window_days days: what a "
+        "least-privilege suggestion would drop."
+    )
 
     @staticmethod
     def resolve_registry(obj: Token) -> str:
@@ -604,6 +615,15 @@ class TokenOut(Schema):
     @staticmethod
     def resolve_never_used_actions(obj: Token) -> list[str]:
         return usage.never_used_actions(obj, list(obj.usage.all()))
+
+    @staticmethod
+    def resolve_usage_window_days(obj: Token) -> int:
+        return getattr(obj, "usage_window_days", settings.LEAST_PRIVILEGE_DAYS)
+
+    @staticmethod
+    def resolve_unused_actions_in_window(obj: Token) -> list[str]:
+        days = getattr(obj, "usage_window_days", settings.LEAST_PRIVILEGE_DAYS)
+        return usage.unused_actions_in_window(obj, list(obj.usage.all()), days)
 
 
 class AuditEventOut(Schema):
@@ -815,8 +835,18 @@ def list_tokens(request: HttpRequest, status: TokenStatus | None = None) -> Quer
 
 
 @api.get("/tokens/{pk}", response=_responses({200: TokenOut}, 400, 404), tags=["tokens"])
-def get_token(request: HttpRequest, pk: Id) -> Token:
-    return _get_token_for_user(request, pk)
+def get_token(
+    request: HttpRequest,
+    pk: Id,
+    window_days: Annotated[
+        int | None,
+        Query(ge=1, le=3650, description="Days for unused_actions_in_window; LEAST_PRIVILEGE_DAYS when absent."),
+    ] = None,
+) -> Token:
+    token = _get_token_for_user(request, pk)
+    if window_days is not None:
+        token.usage_window_days = window_days  # type: ignore[attr-defined]  # read by TokenOut's resolvers
+    return token
 
 
 class ReachOut(Schema):

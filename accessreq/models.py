@@ -329,6 +329,8 @@ class Token(models.Model):
                 condition=models.Q(status__in=["active", "disabled", "retiring"]),
             ),
             models.Index(fields=["status", "attention", "next_expiry", "retire_on", "id"], name="token_by_attention"),
+            # token_live_by_last_use (the lists sorted by last use) is made by migration 0015 in SQL: SQLite
+            # refuses NULLS LAST in an index, where its DESC already puts nulls last.
             models.Index(fields=["team"], name="token_team"),
         ]
 
@@ -680,6 +682,30 @@ class UsageCursor(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["registry", "table"], name="one_cursor_per_table")]
+
+
+class SuggestionKind(models.TextChoices):
+    DROP = "drop", "Drop unused access"
+    NARROW = "narrow", "Narrow a wildcard"
+    RETIRE = "retire", "Retire (unused)"
+
+
+class TokenSuggestion(models.Model):
+    """What usage suggests for a token (accessreq/usage.advise), as collect-usage last worked it out, so security
+    can list, count, search and sort every suggestion without computing each token's advice per page view."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="suggestions")
+    kind = models.CharField(max_length=8, choices=SuggestionKind.choices)
+    text = models.CharField(max_length=1000)
+    # First found: kept while the same suggestion stands, so the owner's digest mentions it once.
+    since = models.DateTimeField()
+
+    class Meta:
+        ordering = ["token", "kind", "text"]
+        indexes = [models.Index(fields=["kind", "token"], name="suggestion_by_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.token}: {self.text}"
 
 
 class FailedLoginBurst(models.Model):

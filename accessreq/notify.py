@@ -119,6 +119,12 @@ def reminder_digest(address: str, items: list) -> None:
                 f"{_link(item.token.get_absolute_url())}"
             )
             continue
+        if item.subject == "least-privilege":
+            lines.append(
+                f"- {item.token.name} in {item.token.registry} holds more than it uses: {item.detail} "
+                f"Ask for the narrower access from its page: {_link(item.token.get_absolute_url())}"
+            )
+            continue
         what = "is retired" if item.subject == "retirement" else f"password {item.subject} expires"
         lines.append(
             f"- {item.token.name} in {item.token.registry} {what} on {item.due:%Y-%m-%d} "

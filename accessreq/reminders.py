@@ -13,9 +13,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accessreq import audit, notify, usage
-from accessreq.models import Digest, Reminder, SlotStatus, Team, Token, TokenStatus
+from accessreq.models import Digest, Reminder, SlotStatus, SuggestionKind, Team, Token, TokenStatus, TokenSuggestion
 
 UNUSED = "unused"  # a Due subject: suggested for retirement, as nothing used it for STALE_DAYS
+LEAST_PRIVILEGE = "least-privilege"  # a Due subject: access to drop or narrow (usage.advise)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Due:
     subject: str  # "retirement" or a slot name
     due: datetime
     days_before: int
+    detail: str = ""  # what is suggested, for a least-privilege item
 
 
 def _threshold(due: datetime, now: datetime) -> int | None:
@@ -56,7 +58,35 @@ def due_reminders(now: datetime) -> list[Due]:
     for token in usage.stale_tokens(now):
         if not token.let_expire:
             found.append(Due(token, UNUSED, token.last_used_at or token.created_at, 0))
+    found.extend(_least_privilege())
     return found
+
+
+def _least_privilege() -> list[Due]:
+    """Access to drop or narrow, one item per token, as collect-usage last worked it out. Its `due` is when the
+    newest of the token's suggestions was first found, so the same advice is mailed once and a new one again."""
+    by_token: dict[int, list[TokenSuggestion]] = defaultdict(list)
+    standing = (
+        TokenSuggestion.objects.filter(
+            kind__in=[SuggestionKind.DROP, SuggestionKind.NARROW],
+            token__status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED],
+            token__let_expire=False,
+        )
+        .select_related("token__owner", "token__registry")
+        .order_by("token_id", "pk")
+    )
+    for suggestion in standing:
+        by_token[suggestion.token_id].append(suggestion)
+    return [
+        Due(
+            items[0].token,
+            LEAST_PRIVILEGE,
+            max(s.since for s in items),
+            0,
+            " ".join(s.text for s in items),
+        )
+        for items in by_token.values()
+    ]
 
 
 def send_reminders(now: datetime | None = None) -> int:

@@ -32,6 +32,7 @@ urlpatterns = [
     path("tokens/<int:pk>/restore", tokens.token_restore, name="token_restore"),
     path("tokens/<int:pk>/storage", tokens.token_storage, name="token_storage"),
     path("security/", security.security_dashboard, name="security"),
+    path("security/suggestions", security.suggestions, name="security_suggestions"),
     path("audit/", security.audit_log, name="audit_log"),
     path("registries/<int:pk>/reconcile", security.registry_reconcile, name="registry_reconcile"),
     path("unmanaged/<int:pk>/adopt", security.unmanaged_adopt, name="unmanaged_adopt"),

@@ -30,6 +30,7 @@ from accessreq.models import (
     Registry,
     Token,
     TokenStatus,
+    TokenSuggestion,
     TokenUsage,
     TokenUsageDay,
     UsageAction,
@@ -132,6 +133,7 @@ def collect_all() -> int:
             log.warning("usage of %s not collected this time: %s", registry, exc)
         except loganalytics.LogsError as exc:
             log.error("usage of %s cannot be collected: %s", registry, exc)
+    refresh_suggestions()
     return counted
 
 
@@ -166,17 +168,22 @@ def _collect_table(registry: Registry, table: str, tokens: _Tokens, budget: int)
         read += len(page.rows)
         seen: dict[str, str] = dict(cursor.recent_keys)
         batch = _Batch()
-        newest = watermark
+        newest = max([watermark, *(row[0] for row in page.rows)])
+        # Only an event at or before the old watermark can have been read before, and only one within the overlap
+        # of the new one is remembered: the events between need no key, which is most of them.
+        read_before = cursor.watermark
+        remembered = newest - overlap
         fresh = 0
         for row in page.rows:
-            newest = max(newest, row[0])
-            key = _key(table, row)
-            if key in seen:
-                continue
-            seen[key] = _iso(row[0])
+            when = row[0]
+            if (read_before is not None and when <= read_before) or when >= remembered:
+                key = _key(table, row)
+                if key in seen:
+                    continue
+                seen[key] = _iso(when)
             fresh += 1
             counted += batch.add(table, row, tokens)
-        cutoff = _iso(newest - overlap)
+        cutoff = _iso(remembered)
         kept = {k: t for k, t in seen.items() if t >= cutoff}
         try:
             with transaction.atomic():
@@ -199,11 +206,19 @@ def _collect_table(registry: Registry, table: str, tokens: _Tokens, budget: int)
     return counted
 
 
+def _stamp_for(vendor: str) -> Any:
+    """How to pass an aware UTC datetime to raw SQL. Django's adapter for SQLite (naive UTC text) costs more per
+    value than reading the event did; this gives the same text. PostgreSQL's driver takes the datetime itself."""
+    if vendor == "sqlite":
+        return lambda when: str(when.astimezone(UTC).replace(tzinfo=None))
+    return connection.ops.adapt_datetimefield_value
+
+
 def _write(batch: _Batch) -> None:
     """Add one page's aggregates: upserts that add counts and keep the newest and oldest times, so the cost is
     one statement per row changed, whatever the tables already hold (PostgreSQL and SQLite alike)."""
     ops = connection.ops
-    stamp = ops.adapt_datetimefield_value
+    stamp = _stamp_for(connection.vendor)
     token_table = connection.ops.quote_name(Token._meta.db_table)
     usage_table = connection.ops.quote_name(TokenUsage._meta.db_table)
     day_table = connection.ops.quote_name(TokenUsageDay._meta.db_table)
@@ -321,9 +336,13 @@ def _exercised(rows: list[TokenUsage], since: datetime | None = None) -> dict[st
     return found
 
 
-def never_used_actions(token: Token, rows: list[TokenUsage] | None = None) -> list[str]:
-    """Scope-map action strings granted and observable in the logs but never exercised since the token was made."""
-    used = _exercised(usage_rows(token) if rows is None else rows)
+def never_used_actions(
+    token: Token, rows: list[TokenUsage] | None = None, since: datetime | None = None
+) -> list[str]:
+    """Scope-map action strings granted and observable in the logs but never exercised since the token was made, or,
+    with `since`, not exercised since then (each repository and action's last use is kept, so "used within the
+    window" is "last used at or after its start")."""
+    used = _exercised(usage_rows(token) if rows is None else rows, since)
     unused = []
     for rule in token.rules:
         for action in rule["actions"]:
@@ -332,6 +351,15 @@ def never_used_actions(token: Token, rows: list[TokenUsage] | None = None) -> li
             if not any(action in acts and scopes.covers(rule["repository"], repo) for repo, acts in used.items()):
                 unused.append(f"repositories/{rule['repository']}/{action}")
     return unused
+
+
+def unused_actions_in_window(
+    token: Token, rows: list[TokenUsage] | None = None, days: int | None = None, now: datetime | None = None
+) -> list[str]:
+    """never_used_actions within the last `days` (LEAST_PRIVILEGE_DAYS unless given): what a least-privilege
+    suggestion would drop."""
+    days = settings.LEAST_PRIVILEGE_DAYS if days is None else days
+    return never_used_actions(token, rows, (now or timezone.now()) - timedelta(days=days))
 
 
 def is_stale(token: Token, now: datetime | None = None) -> bool:
@@ -398,6 +426,35 @@ def advise(token: Token, rows: list[TokenUsage] | None = None, now: datetime | N
         return Advice([], None)
     merged = scopes.merge_rules((repo, acts) for repo, acts in narrowed if acts)
     return Advice(suggestions, merged or None)
+
+
+def refresh_suggestions(now: datetime | None = None) -> int:
+    """Work out every live token's advice again and keep it in TokenSuggestion (what security's list of suggestions
+    reads), in one transaction. A suggestion that stands keeps the time it was first found. Returns how many."""
+    now = now or timezone.now()
+    tokens = (
+        Token.objects.filter(status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED])
+        .exclude(registry__log_analytics_workspace_id="")
+        .select_related("registry")
+        .prefetch_related("usage")
+        .order_by("pk")
+    )
+    found: list[tuple[int, str, str]] = []
+    for token in tokens.iterator(chunk_size=500):
+        found.extend((token.pk, s.kind, s.text[:1000]) for s in advise(token, list(token.usage.all()), now).suggestions)
+    with transaction.atomic():
+        since = {
+            (token, kind, text): when
+            for token, kind, text, when in TokenSuggestion.objects.select_for_update().values_list(
+                "token_id", "kind", "text", "since"
+            )
+        }
+        TokenSuggestion.objects.all().delete()
+        TokenSuggestion.objects.bulk_create(
+            (TokenSuggestion(token_id=t, kind=k, text=x, since=since.get((t, k, x), now)) for t, k, x in found),
+            batch_size=1000,
+        )
+    return len(found)
 
 
 def daily(token: Token, days: int = 30, today: date | None = None) -> list[tuple[date, int, int]]:

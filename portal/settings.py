@@ -507,7 +507,7 @@ if LOG_ANALYTICS_CREDENTIAL not in {"default", "emulator"}:
 LOG_ANALYTICS_TIMEOUT = envint("LOG_ANALYTICS_TIMEOUT", 60)
 # Events are read again this far behind the watermark (Log Analytics ingests late) and deduplicated by key.
 USAGE_OVERLAP_MINUTES = envint("USAGE_OVERLAP_MINUTES", 15)
-USAGE_PAGE_SIZE = envint("USAGE_PAGE_SIZE", 5000)
+USAGE_PAGE_SIZE = envint("USAGE_PAGE_SIZE", 20_000)
 USAGE_MAX_EVENTS_PER_RUN = envint("USAGE_MAX_EVENTS_PER_RUN", 200_000)
 # Where a registry's first collection starts.
 USAGE_BACKFILL_DAYS = envint("USAGE_BACKFILL_DAYS", 30)

@@ -76,6 +76,8 @@ GETS = [
     ("/tokens/{T}/", TOKEN_T),
     ("/requests/new?renew={T}", {"alice": 200, "dave": 404, "bob": 403, "carol": 403, "sam": 200, "root": 200}),
     ("/security/", SECURITY_ONLY),
+    ("/security/suggestions", SECURITY_ONLY),
+    ("/security/suggestions?kind=retire&team=pay&q=ci&sort=unused&page=2", SECURITY_ONLY),
     ("/api-keys/", ALL_SIGNED_IN),
     # Security's tools
     ("/security/who-can", SECURITY_ONLY),

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accessreq import access
 from accessreq.api import _tokens
 from accessreq.models import LIVE_TOKEN_STATUSES, PasswordSlot, Registry, SlotStatus, Token
-from accessreq.views.tokens import annotated, by_attention
+from accessreq.views.tokens import TOKEN_SORTS, annotated, by_attention
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +41,7 @@ def many_tokens(groups: dict[str, Group], requester: User) -> Registry:
             rules=[{"repository": f"team/svc{i}", "actions": ["content/read"]}],
             retire_on=(now + timedelta(days=90)).date(),
             status="retired" if i % 10 == 0 else "active", orphaned_at=now if i % 97 == 0 else None,
+            last_used_at=now - timedelta(minutes=i) if i % 3 else None,
         )
         for i in range(ROWS)
     )
@@ -66,6 +67,11 @@ def test_the_token_lists_use_indexes(many_tokens, requester, security) -> None:
     # The security dashboard's list of what needs a person now.
     attention = annotated(Token.objects.filter(status__in=LIVE_TOKEN_STATUSES)).filter(attention__lt=2)
     _assert_no_token_seq_scan(by_attention(attention)[:10])
+    # Sorted by last use, both ways (security sees every token: the last-use index, forwards and backwards).
+    for sort in ("used", "unused"):
+        for user in (requester, security):
+            live = access.tokens_for(user).filter(status__in=LIVE_TOKEN_STATUSES)
+            _assert_no_token_seq_scan(annotated(live).order_by(*TOKEN_SORTS[sort][1])[:25])
     # The API's token list, as a requester and as security.
     for user in (requester, security):
         _assert_no_token_seq_scan(_tokens(access.tokens_for(user)).order_by("registry_id", "name")[:25])

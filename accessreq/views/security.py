@@ -1,4 +1,5 @@
-"""Security's pages: the dashboard of what needs attention, reconcile findings, and the audit log."""
+"""Security's pages: the dashboard of what needs attention, reconcile findings, what usage suggests, and the audit
+log."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -22,7 +23,16 @@ from django.views.decorators.vary import vary_on_headers
 
 from accessreq import access, acr, charts, enqueue, expiry, quota, reconcile
 from accessreq.errors import DomainError
-from accessreq.models import LIVE_TOKEN_STATUSES, AuditEvent, Registry, Token, UnmanagedToken
+from accessreq.models import (
+    LIVE_TOKEN_STATUSES,
+    AuditEvent,
+    Registry,
+    SuggestionKind,
+    Token,
+    TokenStatus,
+    TokenSuggestion,
+    UnmanagedToken,
+)
 from accessreq.views import listing
 from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
 from accessreq.views.tokens import FLAGS, USED_FILTERS, annotated, by_attention
@@ -85,6 +95,7 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
     context = {
         **_summary(),
         "usage_counts": {key: (label, tokens.filter(q()).count()) for key, (label, q) in USED_FILTERS.items()},
+        "suggestion_count": TokenSuggestion.objects.filter(SUGGESTION_TOKENS).count(),
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         # Attention ranks 0 and 1 (orphaned, drifted), read from the start of the attention index, and tokens the
         # registry reports as broken.
@@ -96,6 +107,44 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "history_days": quota.HISTORY_DAYS,
     }
     return render(request, "accessreq/security.html", context)
+
+
+# Suggestions stand for live tokens only: one retired or being retired since they were worked out has none.
+SUGGESTION_TOKENS = Q(token__status__in=[TokenStatus.ACTIVE, TokenStatus.DISABLED])
+SUGGESTION_SORTS = {
+    "token": ("Token", ("token__name", "token__registry__name", "kind", "pk")),
+    "kind": ("Kind", ("kind", "token__name", "pk")),
+    "team": ("Team", ("token__team", "token__name", "pk")),
+    "owner": ("Owner", ("token__owner__username", "token__name", "pk")),
+    "unused": ("Last used, longest ago first", (F("token__last_used_at").asc(nulls_first=True), "token__name", "pk")),
+    "used": ("Last used, most recent first", (F("token__last_used_at").desc(nulls_last=True), "token__name", "pk")),
+    "newest": ("Newest suggestion first", ("-since", "-pk")),
+}
+SUGGESTION_FILTERS: dict[str, listing.Narrow] = {
+    "q": lambda qs, v: listing.search(
+        qs, v, ("token__name", "token__registry__name", "token__team", "token__owner__username", "text")
+    ),
+    "kind": lambda qs, v: qs.filter(kind=v) if v in SuggestionKind.values else qs,
+    "team": lambda qs, v: qs.filter(token__team__icontains=v),
+}
+
+
+@login_required
+@require_GET
+def suggestions(request: AuthedRequest) -> HttpResponse:
+    """Every standing least-privilege and retirement suggestion, as the last collect-usage worked them out."""
+    access.require_security(request.user, "This page is for security staff.")
+    found = listing.read(request, tuple(SUGGESTION_FILTERS), SUGGESTION_SORTS)
+    qs = TokenSuggestion.objects.filter(SUGGESTION_TOKENS).select_related("token__registry", "token__owner")
+    qs = listing.ordered(listing.apply(qs, found, SUGGESTION_FILTERS), found)
+    context = {
+        "page": paginate(request, qs),
+        "listing": found,
+        "kinds": SuggestionKind.choices,
+        "least_privilege_days": settings.LEAST_PRIVILEGE_DAYS,
+        "extra_query": found.query,
+    }
+    return render(request, "accessreq/suggestions.html", context)
 
 
 @login_required

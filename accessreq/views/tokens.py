@@ -75,6 +75,9 @@ TOKEN_SORTS = {
     "owner": ("Owner", ("owner__username", "name", "pk")),
     "team": ("Team", ("team", "name", "pk")),
     "newest": ("Newest first", ("-created_at", "-pk")),
+    # Both read the `token_live_by_last_use` index, forwards and backwards; never used sorts as longest ago.
+    "used": ("Last used, most recent first", (F("last_used_at").desc(nulls_last=True), F("pk").desc())),
+    "unused": ("Last used, longest ago first", (F("last_used_at").asc(nulls_first=True), F("pk").asc())),
 }
 EXPIRY_CHOICES = {"soon": "Expires or retires soon", "expired": "Every password expired"}
 
