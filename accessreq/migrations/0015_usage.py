@@ -23,7 +23,7 @@ def drop(apps, schema_editor):  # noqa: ANN001, ANN201
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accessreq", "0013_performance"),
+        ("accessreq", "0014_write_budget"),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accessreq', '0013_performance'),
+        ('accessreq', '0015_usage'),
     ]
 
     operations = [
