@@ -23,6 +23,7 @@ from django.http.response import HttpResponseBase
 from ninja import Field, NinjaAPI, Path, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import PaginationBase, paginate
+from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, StrictInt
 
@@ -84,7 +85,21 @@ class SignedInSession(SessionAuth):
         return super()._get_key(request)
 
 
+class _Parser(Parser):
+    """An empty body is no options at all: `curl -X POST .../rotate` and a form-encoded POST with no fields both
+    mean "the defaults", where JSON's parser would refuse them as unparsable."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        if not request.body.strip():
+            return {}
+        form = request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded")
+        if form and not request.POST and not request.FILES:
+            return {}
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
+    parser=_Parser(),
     title="ACR Access Portal API",
     version="1",
     description=(

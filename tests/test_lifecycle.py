@@ -124,7 +124,9 @@ def test_it_disables_at_once_and_enables(token, requester, approver, outsider, a
     token, password = token
     bob = login(approver)  # approves myapp/*, so may stop the token
     response = bob.post(f"/tokens/{token.pk}/disable", {"reason": ""})
-    assert response.status_code == 302 and Token.objects.get(pk=token.pk).status == TokenStatus.ACTIVE
+    # Refused beside the reason field, on the token's page.
+    assert response.status_code == 400 and Token.objects.get(pk=token.pk).status == TokenStatus.ACTIVE
+    assert b'aria-invalid="true"' in response.content
     bob.post(f"/tokens/{token.pk}/disable", {"reason": "Leaked in a build log"})
     assert Token.objects.get(pk=token.pk).status == TokenStatus.DISABLED
     assert _sdk(acr).tokens.get(RG, REG, token.name).status == "disabled"

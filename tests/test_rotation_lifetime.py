@@ -37,6 +37,15 @@ def test_it_rotates_with_the_tokens_own_lifetime_without_a_body(token, requester
     assert PasswordSlot.objects.get(token=token, name="password2").lifetime_days is None
 
 
+@pytest.mark.parametrize("content_type", ["", "multipart/form-data; boundary=BoUnDaRy", "application/json"])
+def test_it_rotates_on_an_empty_post_whatever_its_content_type(token, requester, acr, content_type) -> None:
+    # `curl -X POST` sends no body; a form library sends an empty form: both mean "the defaults".
+    body = "--BoUnDaRy--\r\n" if content_type.startswith("multipart") else ""
+    response = _api(requester).generic("POST", f"/api/v1/tokens/{token.pk}/rotate", body, content_type=content_type)
+    assert response.status_code == 202, response.content
+    assert PasswordSlot.objects.get(token=token, name="password2").lifetime_days is None
+
+
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
