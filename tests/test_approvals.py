@@ -101,8 +101,7 @@ def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver
     first = _file(registry, requester)
     second = _file(registry, requester, **{"rules-0-repository": "myapp/*"}, **WRITE)
     response = login(approver).get("/approvals/")
-    rows = list(response.context["page"].object_list)
-    assert [r.pk for r in rows] == [first.pk, second.pk]
+    assert list(response.context["page"].object_list) == [first.pk, second.pk]
     body = response.content.decode()
     assert "wildcard" in body and "write" in body
 
