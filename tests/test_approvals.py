@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied
 
 from accessreq import flow, routing
@@ -104,6 +107,20 @@ def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver
     assert list(response.context["page"].object_list) == [first.pk, second.pk]
     body = response.content.decode()
     assert "wildcard" in body and "write" in body
+
+
+def test_it_stores_a_requests_risk_and_filters_the_queue_on_it(registry, requester, approver) -> None:
+    read = _file(registry, requester)
+    wide = _file(registry, requester, **{"rules-0-repository": "myapp/*"})
+    assert (read.risky, wide.risky) == (False, True)
+    bob = login(approver)
+    risky = bob.get("/approvals/?risk=risky")
+    assert list(risky.context["page"].object_list) == [wide.pk]
+    assert list(bob.get("/approvals/?risk=read").context["page"].object_list) == [read.pk]
+    # Rows written before the column existed are backfilled from their rules.
+    AccessRequest.objects.update(risky=False)
+    importlib.import_module("accessreq.migrations.0017_pages").backfill(django_apps, None)
+    assert set(AccessRequest.objects.filter(risky=True).values_list("pk", flat=True)) == {wide.pk}
 
 
 def test_it_updates_the_queue_row_in_place(registry, requester, approver) -> None:
