@@ -87,7 +87,8 @@ def _registry_names() -> list[str]:
 def request_list(request: AuthedRequest) -> HttpResponse:
     found = listing.read(request, tuple(REQUEST_FILTERS), REQUEST_SORTS)
     qs = listing.apply(access.my_requests(request.user), found, REQUEST_FILTERS)
-    page = paginate(request, listing.ordered(with_details(qs), found))
+    # The rows show the registry, nothing of approvals or requirements: one join, no prefetches.
+    page = paginate(request, listing.ordered(qs.select_related("registry"), found))
     context = {
         "page": page,
         "listing": found,
