@@ -50,6 +50,8 @@ from accessreq.models import (
 # Ids are 64-bit in every database we run on; a larger one would overflow the query instead of finding nothing.
 MAX_ID = 2**63 - 1
 MAX_PAGE = 100_000
+# Rows a list counts past the page asked for, as the pages' lists do: enough to say "more", not every row.
+COUNT_AHEAD = 10_000
 NO_STORE = "no-store, no-cache, must-revalidate, private, max-age=0"
 
 
@@ -264,7 +266,8 @@ class Pages(PaginationBase):
 
     class Output(Schema):
         items: list[Any]
-        count: int
+        count: int = Field(description="How many there are, counted up to 10,000 past this page (see `more`).")
+        more: bool = Field(description="True when there are more than `count`: the count stopped there.")
         next: str | None
         previous: str | None
 
@@ -272,12 +275,16 @@ class Pages(PaginationBase):
         self, queryset: QuerySet, pagination: Input, request: HttpRequest, **params: Any
     ) -> dict[str, Any]:
         size = settings.PAGE_SIZE
-        count = self._items_count(queryset)
         offset = (pagination.page - 1) * size
+        # A COUNT over a LIMITed subquery: a page of 100,000 tokens costs what its offset does, not a full count.
+        limit = offset + size + COUNT_AHEAD
+        counted = queryset[: limit + 1].count()
+        count = min(counted, limit)
         return {
             "items": list(queryset[offset : offset + size]),
             "count": count,
-            "next": _link(request, page=pagination.page + 1) if offset + size < count else None,
+            "more": counted > limit,
+            "next": _link(request, page=pagination.page + 1) if offset + size < count or counted > limit else None,
             "previous": _link(request, page=pagination.page - 1) if pagination.page > 1 else None,
         }
 

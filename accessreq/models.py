@@ -163,6 +163,8 @@ class AccessRequest(models.Model):
     claim_token = models.CharField(max_length=32, blank=True)
     # When the next attempt is due after a transient error; overdue by a lease, its message was lost.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # scopes.risks() of rules and client kind, written on every save, so the queue filters risky requests in SQL.
+    risky = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -170,6 +172,8 @@ class AccessRequest(models.Model):
             models.Index(fields=["requester", "-created_at", "-id"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["owner", "-created_at", "-id"], name="request_owner_newest"),
+            # The approval queue: pending requests, narrowed by risk, oldest first.
+            models.Index(fields=["status", "risky", "created_at", "id"], name="request_by_risk"),
         ]
 
     def __str__(self) -> str:
@@ -177,6 +181,12 @@ class AccessRequest(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("request_detail", args=[self.pk])
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.risky = scopes.is_risky(self.rules, self.client_kind)
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "risky"}
+        super().save(*args, **kwargs)
 
     @property
     def actions(self) -> set[str]:

@@ -167,6 +167,8 @@ class Seeder:
                     status = {0: "pending", 1: "rejected", 2: "cancelled"}.get(i % 20, "ready")
                     write = i % 3 == 0
                     actions = ["content/read", "content/write"] if write else ["content/read"]
+                    rules = [{"repository": f"team-{team:03d}/svc{i}", "actions": actions}]
+                    kind = "partner" if i % 50 == 0 else "ci"
                     rows.append(
                         AccessRequest(
                             registry=self.registries[i // REGISTRY_SHARE],
@@ -174,8 +176,9 @@ class Seeder:
                             owner=owner,
                             team=f"team-{team:03d}",
                             purpose=f"The team-{team:03d} pipeline pulls service {i}.",
-                            client_kind="partner" if i % 50 == 0 else "ci",
-                            rules=[{"repository": f"team-{team:03d}/svc{i}", "actions": actions}],
+                            client_kind=kind,
+                            rules=rules,
+                            risky=scopes.is_risky(rules, kind),
                             password_days=30,
                             retire_on=(now + timedelta(days=30 + i % 300)).date(),
                             token_name=f"tok{i:07d}",

@@ -484,3 +484,21 @@ def test_it_refuses_unknown_fields_in_a_rule(registry, requester) -> None:
     response = _post(_api(requester), "/requests", body)
     assert response.status_code == 400
     assert response.json()["errors"] == {"rules[0].tag": ["Unknown field."]}
+
+
+def test_it_counts_a_long_list_only_a_little_past_the_page(ready_request, requester, settings, monkeypatch) -> None:
+    from accessreq import api as api_module
+
+    monkeypatch.setattr(api_module, "COUNT_AHEAD", 0)
+    settings.PAGE_SIZE = 1
+    AccessRequest.objects.bulk_create(
+        AccessRequest(
+            registry=ready_request.registry, requester=requester, owner=requester, team="t", purpose="Counting.",
+            client_kind="ci", rules=ready_request.rules, password_days=30, retire_on=ready_request.retire_on,
+        )
+        for _ in range(3)
+    )
+    first = _api(requester).get(f"{API}/requests").json()
+    assert (first["count"], first["more"]) == (1, True) and first["next"]
+    last = _api(requester).get(f"{API}/requests?page=4").json()
+    assert (last["count"], last["more"], last["next"]) == (4, False, None)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+
 import pytest
+from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied
+from django.test import Client
 
 from accessreq import flow, routing
 from accessreq.errors import Conflict
 from accessreq.models import AccessRequest, ApprovalRule, AuditEvent, RequestStatus
-from tests.conftest import login, make_user, race, request_data
+from tests.conftest import PASSWORD, login, make_user, race, request_data
 
 pytestmark = pytest.mark.django_db
 
@@ -101,10 +106,38 @@ def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver
     first = _file(registry, requester)
     second = _file(registry, requester, **{"rules-0-repository": "myapp/*"}, **WRITE)
     response = login(approver).get("/approvals/")
-    rows = list(response.context["page"].object_list)
-    assert [r.pk for r in rows] == [first.pk, second.pk]
+    assert list(response.context["page"].object_list) == [first.pk, second.pk]
     body = response.content.decode()
     assert "wildcard" in body and "write" in body
+
+
+def test_it_stores_a_requests_risk_and_filters_the_queue_on_it(registry, requester, approver) -> None:
+    read = _file(registry, requester)
+    wide = _file(registry, requester, **{"rules-0-repository": "myapp/*"})
+    assert (read.risky, wide.risky) == (False, True)
+    bob = login(approver)
+    risky = bob.get("/approvals/?risk=risky")
+    assert list(risky.context["page"].object_list) == [wide.pk]
+    assert list(bob.get("/approvals/?risk=read").context["page"].object_list) == [read.pk]
+    # Rows written before the column existed are backfilled from their rules.
+    AccessRequest.objects.update(risky=False)
+    importlib.import_module("accessreq.migrations.0017_pages").backfill(django_apps, None)
+    assert set(AccessRequest.objects.filter(risky=True).values_list("pk", flat=True)) == {wide.pk}
+
+
+def test_it_decides_from_the_queue_without_javascript(registry, requester, approver) -> None:
+    """The row's plain form carries the page's CSRF value, so a browser without htmx can still decide."""
+    req = _file(registry, requester)
+    bob = Client(enforce_csrf_checks=True)
+    assert bob.login(username=approver.username, password=PASSWORD)
+    page = bob.get("/approvals/").content.decode()
+    form = page[page.index(f'action="/requests/{req.pk}/decide"') :]
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+    answer = bob.post(
+        f"/requests/{req.pk}/decide", {"csrfmiddlewaretoken": csrf, "decision": "approve", "next": "queue"}
+    )
+    assert answer.status_code == 302 and answer["Location"] == "/approvals/"
+    assert req.approvals.filter(approver=approver).exists()
 
 
 def test_it_updates_the_queue_row_in_place(registry, requester, approver) -> None:

@@ -138,3 +138,25 @@ def test_it_offers_every_sort_and_says_when_filters_hide_everything(token, reque
     assert "No tokens match these filters." in alice.get("/tokens/?owner=nobody").content.decode()
     requests = alice.get("/requests/").content.decode()
     assert '<option value="newest" selected>Newest first</option>' in requests
+
+
+def test_it_counts_a_long_list_only_a_little_past_the_page(registry, requester, settings, monkeypatch) -> None:
+    from accessreq.views import common
+
+    settings.PAGE_SIZE = 2
+    monkeypatch.setattr(common, "COUNT_AHEAD", 2)
+    now = timezone.now()
+    AccessRequest.objects.bulk_create(
+        AccessRequest(
+            registry=registry, requester=requester, owner=requester, team="t", purpose="Counting.", client_kind="ci",
+            rules=[{"repository": f"myapp/svc{i}", "actions": ["content/read"]}], password_days=30,
+            retire_on=now.date() + timedelta(days=30), token_name=f"count-{i}", created_at=now - timedelta(minutes=i),
+        )
+        for i in range(10)
+    )
+    alice = login(requester)
+    first = alice.get("/requests/").content.decode()
+    assert "Page 1 of 2 or more" in first and "page=2" in first
+    fourth = alice.get("/requests/?page=4").content.decode()
+    assert "Page 4 of 5<" in fourth and "count-7" in fourth
+    assert "Page 5 of 5<" in alice.get("/requests/?page=9").content.decode()

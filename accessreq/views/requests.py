@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -26,7 +26,7 @@ from accessreq.models import (
     with_details,
 )
 from accessreq.ratelimit import rate_limited
-from accessreq.views import listing
+from accessreq.views import listing, queue
 from accessreq.views.common import AuthedRequest, act, paginate, status_for, wants_fragment
 
 
@@ -73,6 +73,7 @@ QUEUE_FILTERS: dict[str, listing.Narrow] = {
     "registry": lambda qs, v: qs.filter(registry__name=v),
     "repository": lambda qs, v: listing.with_rules_text(qs).filter(rules_text__icontains=v),
     "team": lambda qs, v: qs.filter(team__icontains=v),
+    "risk": lambda qs, v: qs.filter(risky=v == "risky") if v in ("risky", "read") else qs,
 }
 
 
@@ -86,7 +87,8 @@ def _registry_names() -> list[str]:
 def request_list(request: AuthedRequest) -> HttpResponse:
     found = listing.read(request, tuple(REQUEST_FILTERS), REQUEST_SORTS)
     qs = listing.apply(access.my_requests(request.user), found, REQUEST_FILTERS)
-    page = paginate(request, listing.ordered(with_details(qs), found))
+    # The rows show the registry, nothing of approvals or requirements: one join, no prefetches.
+    page = paginate(request, listing.ordered(qs.select_related("registry"), found))
     context = {
         "page": page,
         "listing": found,
@@ -287,21 +289,19 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
-    found = listing.read(request, (*QUEUE_FILTERS, "risk"), QUEUE_SORTS)
+    found = listing.read(request, tuple(QUEUE_FILTERS), QUEUE_SORTS)
     qs = listing.apply(access.approval_queue_for(request.user), found, QUEUE_FILTERS)
-    ordered = listing.ordered(with_details(qs), found)
-    queue: QuerySet[AccessRequest] | list[AccessRequest] = ordered
-    if found["risk"] in ("risky", "read"):
-        # Risk is worked out from each request's rules, so it filters the (bounded) queue in Python.
-        wanted = found["risk"] == "risky"
-        queue = [r for r in ordered[:QUEUE_RISK_SCAN] if bool(r.risks) == wanted]
-    page = paginate(request, queue)
-    context = {"page": page, "listing": found, "registries": _registry_names(), "extra_query": found.query}
+    page = paginate(request, queue.ids_of(listing.ordered(qs, found)))
+    context = {
+        "page": page,
+        "rows": queue.render_rows(queue.rows_for(page.object_list), get_token(request)),
+        "listing": found,
+        "registries": _registry_names(),
+        "extra_query": found.query,
+    }
     template = "accessreq/queue_rows.html" if wants_fragment(request) else "accessreq/queue.html"
     return render(request, template, context)
 
-
-QUEUE_RISK_SCAN = 1000
 
 
 @login_required
@@ -323,9 +323,10 @@ def request_decide(request: AuthedRequest, pk: int) -> HttpResponse:
     if request.htmx:
         # The row again, with the refusal in it, where the approver is looking. A 200, so htmx swaps it and the
         # browser logs no failed request; the refusal's own status travels in a header for anyone who asks.
-        row = with_details(AccessRequest.objects.filter(pk=pk)).get()
-        context = {"req": row, "error": error, "decided": not error, "comment": comment}
-        response = render(request, "accessreq/queue_row.html", context)
+        row = queue.render_rows(
+            queue.rows_for([pk]), get_token(request), error=error, decided=not error, comment=comment
+        )
+        response = HttpResponse(row)
         response["HX-Reswap"] = "outerHTML"
         if error:
             response["X-Refused-Status"] = str(status)
