@@ -66,6 +66,10 @@ def _summary() -> dict[str, object]:
             .order_by("-n", "team")[:20]
         ),
     }
+    used = live.aggregate(**{key: Count("pk", filter=q()) for key, (_, q) in USED_FILTERS.items()})
+    found["usage_counts"] = {key: (label, used[key]) for key, (label, _) in USED_FILTERS.items()}
+    found["suggestion_count"] = TokenSuggestion.objects.filter(SUGGESTION_TOKENS).count()
+    found["soon"] = expiry.counts(Token.objects.all())
     found["quotas"] = quota.cached()
     found["charts"] = [
         charts.tokens_over_time(),
@@ -94,8 +98,6 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
     tokens = annotated(Token.objects.filter(status__in=LIVE_TOKEN_STATUSES))
     context = {
         **_summary(),
-        "usage_counts": {key: (label, tokens.filter(q()).count()) for key, (label, q) in USED_FILTERS.items()},
-        "suggestion_count": TokenSuggestion.objects.filter(SUGGESTION_TOKENS).count(),
         "flags": {k: label for k, (label, _) in FLAGS.items()},
         # Attention ranks 0 and 1 (orphaned, drifted), read from the start of the attention index, and tokens the
         # registry reports as broken.
@@ -103,7 +105,6 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "unmanaged": paginate(request, UnmanagedToken.objects.select_related("registry").order_by("registry", "name")),
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
-        "soon": expiry.counts(Token.objects.all()),
         "history_days": quota.HISTORY_DAYS,
     }
     return render(request, "accessreq/security.html", context)
