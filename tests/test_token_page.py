@@ -28,3 +28,18 @@ def test_it_shows_passwords_disabled_with_their_token(ready_request, requester) 
     token.refresh_from_db()
     assert token.status == "disabled"
     assert _slot_states(alice.get(f"/tokens/{token.pk}/").content.decode()) == ["Disabled with the token"]
+
+
+def test_its_history_is_its_own_not_a_namesakes(ready_request, requester) -> None:
+    from accessreq import audit, history
+    from accessreq.models import AccessRequest
+
+    token = Token.objects.get(request=ready_request)
+    # Another registry's request for a token of the same name, in the same audit log.
+    stranger = AccessRequest.objects.get(pk=ready_request.pk)
+    stranger.pk = None
+    stranger.save()
+    audit.record("request.provisioning", actor=None, target=stranger, details={"token": token.name})
+    mine = list(history.for_token(token))
+    assert mine and all(str(event.target_id) != str(stranger.pk) for event in mine)
+    assert any(event.action == "request.provisioning" for event in mine)
