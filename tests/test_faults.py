@@ -52,7 +52,13 @@ def _file_and_approve(registry, requester, approver, n: int) -> list[AccessReque
 
 
 def _finished(ids: list[int]) -> bool:
-    return not AccessRequest.objects.filter(pk__in=ids, status__in=["approved", "provisioning"]).exists()
+    """Every request ready or failed, and every failed one cleaned up: the clean-up runs after the failure commits,
+    and its ARM calls may wait out a throttled write."""
+    if AccessRequest.objects.filter(pk__in=ids, status__in=["approved", "provisioning"]).exists():
+        return False
+    failed = AccessRequest.objects.filter(pk__in=ids, status=RequestStatus.FAILED, renews__isnull=True)
+    cleaned = AuditEvent.objects.filter(action="request.cleaned_up", target_id__in=[str(pk) for pk in ids])
+    return cleaned.values("target_id").distinct().count() >= failed.count()
 
 
 def _check_outcome(acr, requester, req: AccessRequest) -> str:
