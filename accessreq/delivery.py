@@ -154,9 +154,12 @@ def refused_reveal_message(slot: PasswordSlot) -> str | None:
 # --- automatic rotation --------------------------------------------------------------------------------------------
 
 
-def rotate(token: Token, user: User | None, request: HttpRequest | None, reason: str) -> PasswordSlot:
+def rotate(
+    token: Token, user: User | None, request: HttpRequest | None, reason: str, password_days: int | None = None
+) -> PasswordSlot:
     """Fill the free slot for a delivered token; the worker proves it, writes the new version, and only then does
-    the old slot get its grace period. Raises Conflict when a rotation is already under way."""
+    the old slot get its grace period. Raises Conflict when a rotation is already under way. `password_days` is the
+    new password's lifetime when its owner asked for one; without it, the token's own."""
     from accessreq import slots  # slots imports this module
 
     now = timezone.now()
@@ -176,6 +179,7 @@ def rotate(token: Token, user: User | None, request: HttpRequest | None, reason:
                 "status": SlotStatus.GENERATING,
                 "requested_by": user,
                 "retire_after": None,
+                "lifetime_days": password_days,
                 "expires_at": None,
                 "reveal_by": None,
                 "revealed_at": None,
@@ -188,7 +192,12 @@ def rotate(token: Token, user: User | None, request: HttpRequest | None, reason:
             "token.rotation_started",
             actor=user,
             target=token,
-            details={"new_slot": free, "old_slots": [s.name for s in in_use], "reason": reason},
+            details={
+                "new_slot": free,
+                "old_slots": [s.name for s in in_use],
+                "reason": reason,
+                "password_days": password_days or token.password_days,
+            },
             request=request,
         )
     return new

@@ -56,7 +56,7 @@ def rotate(
     if password_days is not None:
         check_lifetime(token, password_days)
     if KeyVaultDelivery.objects.filter(token=token).exists():
-        return delivery.rotate(token, user, request, "asked for")
+        return delivery.rotate(token, user, request, "asked for", password_days)
     now = timezone.now()
     with transaction.atomic():
         token = _locked(token)

@@ -281,6 +281,27 @@ def test_the_owner_can_rotate_a_delivered_token_now(vault, registry, requester, 
     assert login(requester).post(f"/api/v1/tokens/{token.pk}/rotate").status_code == 409
 
 
+def test_it_rotates_a_delivered_token_with_the_lifetime_asked_for(vault, registry, requester, approver) -> None:
+    req = file_and_provision(registry, requester, approver, delivered_data(registry, vault))
+    token = Token.objects.get(request=req)
+    assert token.password_days == 30
+    response = login(requester).post(
+        f"/api/v1/tokens/{token.pk}/rotate", {"password_lifetime_days": 7}, content_type="application/json"
+    )
+    assert response.status_code == 202, response.json()
+    new = PasswordSlot.objects.get(token=token, name="password2")
+    assert new.lifetime_days == 7
+    assert slots.generate(new.pk) is None
+    new.refresh_from_db()
+    assert new.expires_at is not None
+    assert timedelta(days=7) - timedelta(minutes=5) < new.expires_at - timezone.now() <= timedelta(days=7)
+    started = AuditEvent.objects.get(action="token.rotation_started")
+    assert started.details["password_days"] == 7
+    # The vault's copy says when it stops working, so its readers can plan.
+    expires_on = reader(vault).get_secret("ci-payments-acr").properties.expires_on
+    assert expires_on is not None and abs(expires_on - new.expires_at) < timedelta(seconds=1)
+
+
 def test_rotation_policy_defaults(vault, registry, requester, approver) -> None:
     assert login(requester).post("/requests/new", delivered_data(registry, vault, password_days="6")).status_code == 302
     assert KeyVaultDelivery.objects.get().rotate_before_expiry_days == 2
