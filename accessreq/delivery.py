@@ -172,21 +172,7 @@ def rotate(
         if any(s.status != SlotStatus.DELIVERED for s in in_use) or len(in_use) > 1:
             raise Conflict("A rotation is already under way: the previous password is still within its grace period.")
         free = next(name for name in acr.SLOTS if name not in current or current[name].status not in SLOTS_IN_USE)
-        new, _ = PasswordSlot.objects.update_or_create(
-            token=token,
-            name=free,
-            defaults={
-                "status": SlotStatus.GENERATING,
-                "requested_by": user,
-                "retire_after": None,
-                "lifetime_days": password_days,
-                "expires_at": None,
-                "reveal_by": None,
-                "revealed_at": None,
-                "revealed_by": None,
-            },
-        )
-        slots.queue_generation(new)
+        new = slots.start_fresh(token, free, user, password_days)
         KeyVaultDelivery.objects.filter(token=token).update(rotation_started_at=now)
         audit.record(
             "token.rotation_started",

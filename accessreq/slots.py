@@ -41,6 +41,27 @@ def queue_generation(slot: PasswordSlot) -> None:
     enqueue.generate_password(slot.pk)
 
 
+def start_fresh(token: Token, name: str, requested_by: User | None, lifetime_days: int | None) -> PasswordSlot:
+    """A rotation's new password: the slot starts over, whatever an earlier password in it went through, and is
+    queued for generation when the surrounding transaction commits."""
+    slot, _ = PasswordSlot.objects.update_or_create(
+        token=token,
+        name=name,
+        defaults={
+            "status": SlotStatus.GENERATING,
+            "requested_by": requested_by,
+            "retire_after": None,
+            "lifetime_days": lifetime_days,
+            "expires_at": None,
+            "reveal_by": None,
+            "revealed_at": None,
+            "revealed_by": None,
+        },
+    )
+    queue_generation(slot)
+    return slot
+
+
 class SealingUnavailable(Exception):
     """Generated passwords could not be sealed (PASSWORD_ENCRYPTION_KEYS is broken): generating one would lose it."""
 

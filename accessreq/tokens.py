@@ -70,21 +70,7 @@ def rotate(
         grace_end = now + timedelta(days=settings.ROTATION_GRACE_DAYS)
         for old in in_use:
             PasswordSlot.objects.filter(pk=old.pk).update(retire_after=grace_end)
-        new, _ = PasswordSlot.objects.update_or_create(
-            token=token,
-            name=free,
-            defaults={
-                "status": SlotStatus.GENERATING,
-                "requested_by": user,
-                "retire_after": None,
-                "lifetime_days": password_days,
-                "expires_at": None,
-                "reveal_by": None,
-                "revealed_at": None,
-                "revealed_by": None,
-            },
-        )
-        slots.queue_generation(new)
+        new = slots.start_fresh(token, free, user, password_days)
         Token.objects.filter(pk=token.pk).update(last_rotated_at=now)
         audit.record(
             "token.rotated",
