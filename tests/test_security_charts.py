@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accessreq import audit, charts
 from accessreq.models import PasswordSlot, SlotStatus, Token, TokenStatus
+from accessreq.views.security import REFRESHING_KEY
 from tests.conftest import login
 from tests.test_quota import _tokens
 
@@ -91,3 +93,31 @@ def test_it_makes_the_same_queries_for_10_and_500_tokens(registry, requester, se
     settings.SECURITY_SUMMARY_SECONDS = 30
     first = _queries(client)
     assert _queries(client) < first
+
+
+def _payments_live(client) -> int:
+    page = client.get("/security/").content.decode()
+    found = re.search(r"<th scope=\"row\">Payments</th><td>(\d+)</td>", page)
+    assert found is not None
+    return int(found.group(1))
+
+
+def test_it_serves_the_last_summary_while_one_request_works_out_the_next(
+    registry, requester, security, settings
+) -> None:
+    settings.SECURITY_SUMMARY_SECONDS = 30
+    client = login(security)
+    _tokens(registry, requester, [timezone.now()] * 2)
+    assert _payments_live(client) == 2
+    _tokens(registry, requester, [timezone.now()], prefix="later")
+    assert _payments_live(client) == 2  # fresh for 30 seconds
+    with time_machine.travel(timezone.now() + timedelta(seconds=31)):
+        assert cache.add(REFRESHING_KEY, 1, 60)
+        stale = _queries(client)
+        # Another request is working the figures out: this one is not kept waiting for them.
+        assert _payments_live(client) == 2
+        cache.delete(REFRESHING_KEY)
+        # The first to notice they are stale works them out, and lets the next refresh happen.
+        assert _queries(client) > stale
+        assert cache.get(REFRESHING_KEY) is None
+        assert _payments_live(client) == 3

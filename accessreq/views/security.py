@@ -4,6 +4,7 @@ log."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -38,22 +39,44 @@ from accessreq.views.common import AuthedRequest, act, paginate, wants_fragment
 from accessreq.views.tokens import FLAGS, USED_FILTERS, annotated, by_attention
 
 SUMMARY_KEY = "security-summary"
+REFRESHING_KEY = "security-summary-refreshing"
+# A stale summary is still served this many times SECURITY_SUMMARY_SECONDS while one request works out the next.
+STALE_FACTOR = 10
+# Should the refreshing request die, another takes over after this many seconds.
+REFRESH_TIMEOUT = 300
 
 
-def _summary() -> dict[str, object]:
+def _summary() -> dict[str, Any]:
     """The dashboard's totals and charts: each reads every live token, so they are computed in a few grouped queries
     (never a COUNT per tile or a row per token) and shared by all workers through the cache for
-    SECURITY_SUMMARY_SECONDS."""
-    found = cache.get(SUMMARY_KEY)
-    if found is not None:
-        return found
+    SECURITY_SUMMARY_SECONDS. Once that has passed, the first request to notice works them out again while every
+    other request is served the previous figures: at 100k tokens that takes seconds, and without the marker every
+    worker that missed the cache at that moment would compute the same figures at once."""
+    seconds = settings.SECURITY_SUMMARY_SECONDS
+    now = timezone.now().timestamp()
+    cached: dict[str, Any] | None = cache.get(SUMMARY_KEY)
+    fresh = cached is not None and now - cached["computed_at"] < seconds
+    if cached is not None and (fresh or not cache.add(REFRESHING_KEY, 1, REFRESH_TIMEOUT)):
+        return cached
+    try:
+        found = _compute_summary()
+        found["computed_at"] = now
+        if seconds > 0:
+            cache.set(SUMMARY_KEY, found, seconds * STALE_FACTOR)
+    finally:
+        if cached is not None:
+            cache.delete(REFRESHING_KEY)
+    return found
+
+
+def _compute_summary() -> dict[str, Any]:
     live = Token.objects.filter(status__in=LIVE_TOKEN_STATUSES)
     live_in = live.filter(registry=OuterRef("pk")).order_by().values("registry").annotate(n=Count("pk")).values("n")
     unmanaged_in = (
         UnmanagedToken.objects.filter(registry=OuterRef("pk")).order_by().values("registry")
         .annotate(n=Count("pk")).values("n")
     )
-    found = {
+    found: dict[str, Any] = {
         "counts": live.aggregate(**{key: Count("pk", filter=q) for key, (_, q) in FLAGS.items()}),
         "registries": list(
             Registry.objects.filter(active=True).annotate(
@@ -77,8 +100,6 @@ def _summary() -> dict[str, object]:
         charts.by_team(found["by_team"]),
         charts.by_quota(found["quotas"]),
     ]
-    if settings.SECURITY_SUMMARY_SECONDS > 0:
-        cache.set(SUMMARY_KEY, found, settings.SECURITY_SUMMARY_SECONDS)
     return found
 
 
