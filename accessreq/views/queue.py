@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.db.models import QuerySet
@@ -66,10 +67,17 @@ def _time_strings() -> dict[str, Any]:
     return {unit: _Unit(lazy) for unit, lazy in TIME_STRINGS.items()}
 
 
+@cache
+def _row_values() -> QuerySet[AccessRequest, dict[str, Any]]:
+    """The rows' columns and joins, resolved once per process: resolving fifteen field paths cost as much as running
+    the query. Never evaluated itself; each page narrows a copy."""
+    return AccessRequest.objects.values(*FIELDS)
+
+
 def rows_for(ids: Iterable[int]) -> list[QueueRow]:
     """The rows for these request ids, in the order given."""
     ids = list(ids)
-    found = {v["pk"]: v for v in AccessRequest.objects.filter(pk__in=ids).values(*FIELDS)}
+    found = {v["pk"]: v for v in _row_values().filter(pk__in=ids)}
     kinds = dict(ClientKind.choices)
     now = timezone.now()
     units = _time_strings()
