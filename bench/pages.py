@@ -2,7 +2,7 @@
 workers, DEBUG off.
 
     .venv/bin/python bench/pages.py [--quick] [--sizes 1000,100000] [--duration 10] [--connections 4] [--runs 1]
-                                    [--database postgres|sqlite]
+                                    [--database postgres|sqlite] [--pages queue,baseline]
 
 Seeds a throwaway database (PostgreSQL at BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
 acrportal_bench_pages, dropped and made anew; or a SQLite file for the embedded path) with realistic tokens and
@@ -11,7 +11,8 @@ Then drives each page with wrk (Debian's `wrk`; a threaded Python client when it
 requests per second and queries per page at each size, the ratio of the largest size's p95 to the smallest's, the
 approval queue's requests per second divided by a primary-key lookup page's in the same run, and the web workers'
 memory. A person's own lists (their tokens, their requests, their queue) stay the same size as the table grows, as
-they do in a real organisation; security's lists grow with it.
+they do in a real organisation; security's lists grow with it. `--pages queue,baseline` measures only the pages
+whose names contain one of those words; the queue/pk ratio needs both of those pages and reads `n/a` otherwise.
 
 The last line reads `pages: worst p95 100k/1k = R1, queue/pk rps = R2`.
 """
@@ -364,6 +365,20 @@ def pages(seeder: Seeder) -> dict[str, tuple[str, str]]:
     }
 
 
+def chosen_pages(every: dict[str, tuple[str, str]], wanted: list[str]) -> dict[str, tuple[str, str]]:
+    """The pages whose names contain one of the wanted words; every page when none is given."""
+    if not wanted:
+        return every
+    chosen = {name: page for name, page in every.items() if any(word in name.lower() for word in wanted)}
+    if not chosen:
+        raise SystemExit(f"--pages {','.join(wanted)} names none of: {', '.join(every)}")
+    return chosen
+
+
+def ratio_text(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
+
+
 def count_queries(url: str, client) -> int:  # noqa: ANN001
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -383,7 +398,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--runs", type=int, default=1, help="runs per page; the median is kept")
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--pages", default="", help="only the pages whose names contain one of these comma-separated "
+                        "words, e.g. queue,baseline (default: every page)")
     args = parser.parse_args()
+    wanted = [w.strip().lower() for w in args.pages.split(",") if w.strip()]
     duration = args.duration or (3 if args.quick else 10)
     sizes = [int(s) for s in (args.sizes or ("1000,20000" if args.quick else "1000,100000")).split(",")]
 
@@ -420,7 +438,7 @@ def main() -> None:
     seeder = Seeder()
     results: dict[int, dict[str, tuple[float, float, float, int]]] = {}
     memory: dict[int, float] = {}
-    queue_over_pk: dict[int, float] = {}
+    queue_over_pk: dict[int, float | None] = {}
     for size in sizes:
         took = seeder.grow(size)
         print(f"seeded {size:,} requests in {took:.1f} s", flush=True)
@@ -433,7 +451,8 @@ def main() -> None:
         server = Server(env)
         try:
             found = {}
-            for name, (path, who) in pages(seeder).items():
+            chosen = chosen_pages(pages(seeder), wanted)
+            for name, (path, who) in chosen.items():
                 queries = count_queries(path, clients[who])
                 target = f"http://127.0.0.1:{server.port}{path}"
                 runs = []
@@ -452,7 +471,8 @@ def main() -> None:
         finally:
             server.stop()
         results[size] = found
-        queue_over_pk[size] = found["approval queue"][2] / found["baseline pk lookup"][2]
+        both = "approval queue" in found and "baseline pk lookup" in found
+        queue_over_pk[size] = found["approval queue"][2] / found["baseline pk lookup"][2] if both else None
 
     first, last = sizes[0], sizes[-1]
     print()
@@ -468,9 +488,11 @@ def main() -> None:
         print(f"{name:<24}{a[0]:>10.1f}{a[1]:>10.1f}{b[0]:>12.1f}{b[1]:>12.1f}{ratio:>7.2f}"
               f"{f'{a[2]:.0f}/{b[2]:.0f}':>14}{f'{a[3]}/{b[3]}':>10}")
     for size in sizes:
-        print(f"at {size:,}: queue/pk req/s {queue_over_pk[size]:.2f}, largest web worker {memory[size]:.0f} MiB RSS")
+        print(f"at {size:,}: queue/pk req/s {ratio_text(queue_over_pk[size])}, "
+              f"largest web worker {memory[size]:.0f} MiB RSS")
     shutil.rmtree(work, ignore_errors=True)
-    print(f"pages: worst p95 {last // 1000}k/{first // 1000}k = {worst:.2f}, queue/pk rps = {queue_over_pk[last]:.2f}")
+    print(f"pages: worst p95 {last // 1000}k/{first // 1000}k = {worst:.2f}, "
+          f"queue/pk rps = {ratio_text(queue_over_pk[last])}")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,56 @@ def test_it_shows_the_queue_oldest_first_with_risk(registry, requester, approver
     assert "wildcard" in body and "write" in body
 
 
+def test_it_reads_the_queue_afresh_on_every_view(registry, requester, approver, second_approver, groups) -> None:
+    """The queue keeps its id query's SQL between views: what it reads still follows every decision, every new
+    request, every change to the approver's groups and every filter."""
+    bob = login(approver)
+
+    def queue(query: str = "") -> list[int]:
+        return list(bob.get(f"/approvals/{query}").context["page"].object_list)
+
+    make_user("dave", groups["shared"])
+    mine = _file(registry, requester)
+    shared = _file(registry, requester, **{"rules-0-repository": "shared/base"})
+    assert queue() == [mine.pk]
+    later = _file(registry, requester, team="Platform")
+    assert queue() == [mine.pk, later.pk]
+    assert queue("?team=platform") == [later.pk] and queue("?team=payments") == [mine.pk]
+    flow.approve(AccessRequest.objects.get(pk=mine.pk), second_approver, "", None)
+    assert queue() == [later.pk]
+    # Carol is in the same groups as Bob; what she approved leaves her queue, not his.
+    write = _file(registry, requester, **WRITE)
+    flow.approve(AccessRequest.objects.get(pk=write.pk), second_approver, "", None)
+    assert queue() == [later.pk, write.pk]
+    assert list(login(second_approver).get("/approvals/").context["page"].object_list) == [later.pk]
+    approver.groups.add(groups["shared"])
+    assert queue() == [shared.pk, later.pk, write.pk]
+    assert queue("?sort=newest") == [write.pk, later.pk, shared.pk]
+
+
+def test_it_escapes_what_people_typed_in_the_queue_rows(registry, requester, approver) -> None:
+    """Every typed value reaches the queue's hand-built rows escaped, once: no markup, and no `&amp;lt;` either."""
+    hostile = "<script>alert(\"q\")</script> & 'x'"
+    escaped = "&lt;script&gt;alert(&quot;q&quot;)&lt;/script&gt; &amp; &#x27;x&#x27;"
+    req = _file(registry, requester, purpose=f"Pulls the base image. {hostile}", team=f"Pay{hostile}")
+    AccessRequest.objects.filter(pk=req.pk).update(token_name=f"tok{hostile}")
+    bob = login(approver)
+    page = bob.get("/approvals/").content.decode()
+    row = page[page.index(f'<tr id="queue-row-{req.pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert f"<code>tok{escaped}</code>" in row
+    assert f"Pulls the base image. {escaped}</td>" in row
+    assert f"(Pay{escaped})" in row
+    assert "<script>" not in row and "&amp;lt;" not in row
+    # The row answered in place after a refused decision echoes the comment typed, escaped the same way.
+    answered = bob.post(
+        f"/requests/{req.pk}/decide", {"comment": hostile, "next": "queue"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert f"Pulls the base image. {escaped}</td>" in answered
+    assert f">{escaped}</textarea>" in answered
+    assert "<script>" not in answered and "&amp;lt;" not in answered
+
+
 def test_it_stores_a_requests_risk_and_filters_the_queue_on_it(registry, requester, approver) -> None:
     read = _file(registry, requester)
     wide = _file(registry, requester, **{"rules-0-repository": "myapp/*"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
@@ -290,8 +291,11 @@ def request_retry(request: AuthedRequest, pk: int) -> HttpResponse:
 def approval_queue(request: AuthedRequest) -> HttpResponse:
     access.require(access.roles_for(request.user).is_approver, "Only approvers have a queue.")
     found = listing.read(request, tuple(QUEUE_FILTERS), QUEUE_SORTS)
-    qs = listing.apply(access.approval_queue_for(request.user), found, QUEUE_FILTERS)
-    page = paginate(request, queue.ids_of(listing.ordered(qs, found)))
+
+    def build() -> QuerySet[AccessRequest]:
+        return listing.ordered(listing.apply(access.approval_queue_for(request.user), found, QUEUE_FILTERS), found)
+
+    page = paginate(request, queue.queue_ids(request.user, found, build))
     context = {
         "page": page,
         "rows": queue.render_rows(queue.rows_for(page.object_list), get_token(request)),
