@@ -4,8 +4,10 @@ portal's back; and what security does about them (restore, adopt, disable)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import TypeVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -27,6 +29,7 @@ from accessreq.models import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,70 +43,100 @@ class ReconcileReport:
 
 def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileReport:
     """Compare the registry with what the portal knows, page by page: unmanaged tokens, drifted scope maps, and
-    tokens deleted behind the portal's back. `actor_id` names who asked for it, when someone did."""
+    tokens deleted behind the portal's back. `actor_id` names who asked for it, when someone did.
+
+    Memory stays flat as a registry grows: the portal's tokens are read a page at a time, for the names the
+    registry just listed, and what is remembered across pages is the ids of the tokens found."""
     user = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
     report = ReconcileReport()
     now = timezone.now()
-    known = {t.name: t for t in registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES)}
     scope_maps = {m.name: m.actions for m in acr.list_scope_maps(registry)}
-    seen: set[str] = set()
-    for found in acr.list_tokens(registry):
-        report.seen += 1
-        seen.add(found.name)
-        token = known.get(found.name)
-        actual = scope_maps.get(found.scope_map_name, [])
-        if token is not None:
+    found_ids: set[int] = set()
+    for page in _pages(acr.list_tokens(registry), PAGE):
+        listed = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES, name__in=[f.name for f in page])
+        known = {t.name: t for t in listed}
+        for found in page:
+            report.seen += 1
+            token = known.get(found.name)
+            actual = scope_maps.get(found.scope_map_name, [])
+            if token is None:
+                _note_unmanaged(registry, found, actual, now, report)
+                continue
+            found_ids.add(token.pk)
             _note_registry_state(token, found, report)
-        if token is None:
-            unmanaged, created = UnmanagedToken.objects.update_or_create(
-                registry=registry,
-                name=found.name,
-                defaults={
-                    "scope_map_name": found.scope_map_name,
-                    "actions": actual,
-                    "status": found.status,
-                    "last_seen_at": now,
-                },
-            )
-            report.unmanaged += 1
-            if created:
-                alerts.raise_(
-                    "unmanaged_token.found",
-                    f"A token the portal did not make was found in {registry}: {found.name}",
-                    target=unmanaged,
-                    details={"registry": registry.name, "token": found.name, "scope_map": found.scope_map_name,
-                             "actions": actual[:20]},
-                )
-        elif sorted(actual) != sorted(token.approved_actions):
-            report.drifted += 1
-            if token.drift_actions != actual:
-                with transaction.atomic():
-                    Token.objects.filter(pk=token.pk).update(drift_actions=actual, drift_seen_at=now)
-                    audit.record(
-                        "token.drift_found",
-                        actor=None,
-                        target=token,
-                        details={"approved": token.approved_actions, "found": actual},
-                    )
-                    alerts.raise_(
-                        "token.drift_found",
-                        f"The scope map of {token} differs from what was approved",
-                        target=token,
-                        details={"approved": token.approved_actions, "found": actual},
-                    )
-        elif token.drift_actions is not None:
-            Token.objects.filter(pk=token.pk).update(drift_actions=None, drift_seen_at=None)
-    for name, token in known.items():
-        if name not in seen:
-            with transaction.atomic():
-                if Token.objects.filter(pk=token.pk, status__in=LIVE_TOKEN_STATUSES).update(status=TokenStatus.GONE):
-                    slots.revoke_all(token)
-                    audit.record("token.gone", actor=None, target=token)
-                    report.gone += 1
-    UnmanagedToken.objects.filter(registry=registry).exclude(name__in=seen).delete()
+            _note_drift(token, actual, now, report)
+    # Only tokens made before the listing began: one provisioned meanwhile may have been listed on a page already read.
+    live = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES, created_at__lt=now)
+    for pk in live.values_list("pk", flat=True).iterator(chunk_size=PAGE):
+        if pk not in found_ids:
+            _note_gone(pk, report)
+    # Every unmanaged token still in the registry was stamped with `now` above.
+    UnmanagedToken.objects.filter(registry=registry, last_seen_at__lt=now).delete()
     with transaction.atomic():
         audit.record("registry.reconciled", actor=user, target=registry, details=report.__dict__)
     return report
+
+
+PAGE = 100
+
+
+def _pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    page: list[T] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _note_unmanaged(
+    registry: Registry, found: acr.TokenInfo, actual: list[str], now: datetime, report: ReconcileReport
+) -> None:
+    unmanaged, created = UnmanagedToken.objects.update_or_create(
+        registry=registry,
+        name=found.name,
+        defaults={
+            "scope_map_name": found.scope_map_name, "actions": actual, "status": found.status, "last_seen_at": now
+        },
+    )
+    report.unmanaged += 1
+    if created:
+        alerts.raise_(
+            "unmanaged_token.found",
+            f"A token the portal did not make was found in {registry}: {found.name}",
+            target=unmanaged,
+            details={"registry": registry.name, "token": found.name, "scope_map": found.scope_map_name,
+                     "actions": actual[:20]},
+        )
+
+
+def _note_drift(token: Token, actual: list[str], now: datetime, report: ReconcileReport) -> None:
+    if sorted(actual) == sorted(token.approved_actions):
+        if token.drift_actions is not None:
+            Token.objects.filter(pk=token.pk).update(drift_actions=None, drift_seen_at=None)
+        return
+    report.drifted += 1
+    if token.drift_actions == actual:
+        return
+    with transaction.atomic():
+        Token.objects.filter(pk=token.pk).update(drift_actions=actual, drift_seen_at=now)
+        details = {"approved": token.approved_actions, "found": actual}
+        audit.record("token.drift_found", actor=None, target=token, details=details)
+        alerts.raise_(
+            "token.drift_found", f"The scope map of {token} differs from what was approved", target=token,
+            details=details,
+        )
+
+
+def _note_gone(pk: int, report: ReconcileReport) -> None:
+    with transaction.atomic():
+        if Token.objects.filter(pk=pk, status__in=LIVE_TOKEN_STATUSES).update(status=TokenStatus.GONE):
+            token = Token.objects.select_related("registry").get(pk=pk)
+            slots.revoke_all(token)
+            audit.record("token.gone", actor=None, target=token)
+            report.gone += 1
 
 
 def _note_registry_state(token: Token, found: acr.TokenInfo, report: ReconcileReport) -> None:

@@ -297,6 +297,25 @@ def test_it_reconciles_unmanaged_drifted_and_deleted_tokens(
     assert not UnmanagedToken.objects.exists()
 
 
+def test_it_reconciles_what_the_listing_saw_and_nothing_it_could_not(token, registry, acr) -> None:
+    token, _ = token
+    acr.configure(page_size=1)
+    _handmade_token(acr, "stray", ["repositories/x/content/read"])
+    # Found by an earlier run, since deleted from the registry by hand.
+    UnmanagedToken.objects.create(registry=registry, name="long-gone", scope_map_name="m", actions=[], status="enabled")
+    # Made while the listing ran: not in the registry's answer, and not gone for that.
+    later = Token.objects.create(
+        registry=registry, name="made-meanwhile", scope_map_name="made-meanwhile", owner=token.owner,
+        requester=token.requester, team=token.team, purpose="p", rules=token.rules, retire_on=token.retire_on,
+        password_days=token.password_days, created_at=timezone.now() + timedelta(seconds=5),
+    )
+    report = reconcile.reconcile(registry)
+    assert (report.seen, report.unmanaged, report.gone) == (2, 1, 0)
+    assert list(UnmanagedToken.objects.values_list("name", flat=True)) == ["stray"]
+    assert Token.objects.get(pk=later.pk).status == TokenStatus.ACTIVE
+    assert Token.objects.get(pk=token.pk).status == TokenStatus.ACTIVE
+
+
 def test_it_lets_only_security_reconcile_and_adopt(registry, requester, approver) -> None:
     assert login(requester).get("/security/").status_code == 403
     assert login(approver).post(f"/registries/{registry.pk}/reconcile").status_code == 403
