@@ -35,7 +35,9 @@ def fill(emulator, registry: Registry, count: int) -> None:
         f"/registries/{registry.name}/scopeMaps/shared-pull"
     )
     for i in range(count):
-        sdk.tokens.begin_create("bench", registry.name, f"token-{i:05d}", {"properties": {"scopeMapId": scope_map_id}})
+        sdk.tokens.begin_create(
+            "bench", registry.name, f"token-{i:05d}", {"properties": {"scopeMapId": scope_map_id}}, polling=False
+        )
 
 
 def served(emulator) -> int:  # noqa: ANN001
