@@ -383,10 +383,16 @@ def _confirmed(kind: str, name: str, state: str | None) -> None:
         raise TransientError(f"{kind} {name} is {state or 'in an unknown state'} in the registry, not Succeeded")
 
 
-def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> TokenInfo:
+def ensure_token(
+    registry: RegistryRef, name: str, scope_map_name: str, while_creating: Callable[[], None] | None = None
+) -> TokenInfo:
     """Make the token exist, enabled, on this scope map, and provisioned (Succeeded): only then can a password for it
     work. A token of that name on another scope map is not ours. A token whose creation failed is written again (a
-    new PUT is how ARM repairs a Failed resource); one still Creating is waited for."""
+    new PUT is how ARM repairs a Failed resource); one still Creating is waited for.
+
+    `while_creating` runs once ARM has accepted the token's PUT, while the SDK polls its long-running create on a
+    thread of its own (mostly waiting out ARM's Retry-After), so the caller's own work there costs no time. It runs
+    at most once, only when the token is written, and must not claim what needs the token to be ready."""
     existing = _settled_token(registry, name)
     if existing is not None:
         if existing.scope_map_name != scope_map_name:
@@ -397,12 +403,17 @@ def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> Token
             return existing
         log.warning("token %s is %s in the registry: writing it again", name, existing.provisioning_state)
     body = {"properties": {"scopeMapId": f"{_registry_id(registry)}/scopeMaps/{scope_map_name}", "status": "enabled"}}
-    created = _write(
-        registry,
-        lambda: client(registry.subscription_id).tokens.begin_create(
+    pending = [while_creating] if while_creating is not None else []
+
+    def create() -> Any:
+        poller = client(registry.subscription_id).tokens.begin_create(
             registry.resource_group, registry.name, name, body
-        ).result(),
-    )
+        )
+        while pending:  # once, even when a throttled PUT is sent again
+            pending.pop()()
+        return poller.result()
+
+    created = _write(registry, create)
     info = _token_info(created)
     _confirmed("token", name, info.provisioning_state)
     return info

@@ -19,6 +19,7 @@ from accessreq import acr, audit, claims, enqueue, notify, scopes, slots
 from accessreq.models import (
     IN_PROGRESS_REQUEST_STATUSES,
     AccessRequest,
+    AuditEvent,
     KeyVaultDelivery,
     PasswordSlot,
     RequestStatus,
@@ -91,7 +92,8 @@ def _attempt(req: AccessRequest) -> float | None:
         return None
     slot = _ensure_in_registry(req)
     if slot.status == SlotStatus.GENERATING:
-        slots.generate_slot(slot.pk)
+        if slots.generate_slot(slot.pk):
+            return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
         slot.refresh_from_db()
     if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
         return None  # a password to hand over: sealed for its reveal, or in the Key Vault secret
@@ -132,12 +134,48 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
     acr.ensure_scope_map(
         registry, req.token_name, req.scope_map_actions, f"{acr.MANAGED_MARKER} (request {req.pk})"
     )
-    acr.ensure_token(registry, req.token_name, req.token_name)
+    rows: list[tuple[Token, bool]] = []
+    # When ARM has the token to create, its row is written while it does: the row holds only what is true once ARM
+    # has accepted the token's PUT, and a retry after a failed create finds and keeps it. Its password slot, and the
+    # audit that the token was created, wait for ARM to say it is.
+    acr.ensure_token(registry, req.token_name, req.token_name, while_creating=lambda: rows.append(_token_row(req)))
+    written_while_creating = bool(rows)
+    with transaction.atomic():
+        token, created = rows[0] if rows else _token_row(req)
+        if created or (written_while_creating and not _created_audited(token)):
+            audit.record(
+                "token.created",
+                actor=None,
+                target=token,
+                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
+            )
+        slot, _ = PasswordSlot.objects.get_or_create(
+            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
+        )
+        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
+            # Left so by the failed run this retry follows: generate it afresh.
+            PasswordSlot.objects.filter(pk=slot.pk).update(
+                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
+            )
+            slot.refresh_from_db()
+    return slot
+
+
+def _created_audited(token: Token) -> bool:
+    """Whether the token's creation is in the audit log: a run whose create failed after writing the row left it
+    out, for the run that sees ARM finish to record."""
+    return AuditEvent.objects.filter(
+        action="token.created", target_type=Token._meta.label_lower, target_id=str(token.pk)
+    ).exists()
+
+
+def _token_row(req: AccessRequest) -> tuple[Token, bool]:
+    """The request's token row, made or found: (token, made now)."""
     with transaction.atomic():
         token, created = Token.objects.get_or_create(
             request=req,
             defaults={
-                "registry": registry,
+                "registry": req.registry,
                 "name": req.token_name,
                 "scope_map_name": req.token_name,
                 "owner": req.owner,
@@ -150,28 +188,12 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 "password_days": req.password_days,
             },
         )
-        if created:
-            audit.record(
-                "token.created",
-                actor=None,
-                target=token,
-                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
-            )
         # A request delivered to Key Vault hands its delivery to the token, which rotates by it from now on.
         KeyVaultDelivery.objects.filter(request=req, token__isnull=True).update(token=token)
         if token.status == TokenStatus.RETIRING and token.status_reason == FAILED_REQUEST_REASON:
             # An admin retries a request whose clean-up could not finish: the token is wanted again.
             Token.objects.filter(pk=token.pk).update(status=TokenStatus.ACTIVE, status_reason="", delete_after=None)
-        slot, _ = PasswordSlot.objects.get_or_create(
-            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
-        )
-        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
-            # Left so by the failed run this retry follows: generate it afresh.
-            PasswordSlot.objects.filter(pk=slot.pk).update(
-                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
-            )
-            slot.refresh_from_db()
-    return slot
+    return token, created
 
 
 def _apply_change(req: AccessRequest) -> None:

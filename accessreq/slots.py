@@ -69,11 +69,14 @@ def generate_slot(slot_id: int) -> bool:
     )
     if not claimed:
         return False  # generated already, or another worker is generating it right now
+    sealed = False
     try:
         with claims.heartbeat(PasswordSlot, slot_id, token_value):
-            return _generate_claimed(slot_id, token_value, now)
+            sealed = _generate_claimed(slot_id, token_value, now)
+            return sealed
     finally:
-        claims.release(PasswordSlot, slot_id, token_value)  # a no-op once sealed (the seal releases it)
+        if not sealed:  # sealing (or delivering) released the claim in the same update
+            claims.release(PasswordSlot, slot_id, token_value)
 
 
 def _generate_claimed(slot_id: int, claim: str, now: datetime) -> bool:
