@@ -90,10 +90,10 @@ def _attempt(req: AccessRequest) -> float | None:
     if req.renews_id is not None:
         _apply_change(req)
         return None
-    slot = _ensure_in_registry(req)
+    slot, claim = _ensure_claimed(req)
+    if claim is not None and slots.generate_claimed(claim, slot):
+        return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
     if slot.status == SlotStatus.GENERATING:
-        if slots.generate_slot(slot.pk):
-            return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
         slot.refresh_from_db()
     if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
         return None  # a password to hand over: sealed for its reveal, or in the Key Vault secret
@@ -130,6 +130,13 @@ def _after_error(req: AccessRequest, claim: str, exc: Exception) -> float | None
 
 
 def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
+    """The token and scope map in the registry, the token's row and its first password's slot."""
+    return _ensure_claimed(req, claim=False)[0]
+
+
+def _ensure_claimed(req: AccessRequest, claim: bool = True) -> tuple[PasswordSlot, slots.Claim | None]:
+    """`_ensure_in_registry`, with the slot claimed for generating in the same transaction (when `claim`, the slot is
+    to be generated and nobody else holds it)."""
     registry = req.registry
     acr.ensure_scope_map(
         registry, req.token_name, req.scope_map_actions, f"{acr.MANAGED_MARKER} (request {req.pk})"
@@ -142,6 +149,7 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
     written_while_creating = bool(rows)
     with transaction.atomic():
         token, created = rows[0] if rows else _token_row(req)
+        token.registry = registry  # the same row, already at hand
         if created or (written_while_creating and not _created_audited(token)):
             audit.record(
                 "token.created",
@@ -158,7 +166,9 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
             )
             slot.refresh_from_db()
-    return slot
+        claimed = slots.claim_slot(slot.pk) if claim and slot.status == SlotStatus.GENERATING else None
+    slot.token = token
+    return slot, claimed
 
 
 def _created_audited(token: Token) -> bool:
