@@ -8,6 +8,7 @@ next attempt, or None when there is nothing more to do, so the Celery task aroun
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -90,9 +91,13 @@ def _attempt(req: AccessRequest) -> float | None:
     if req.renews_id is not None:
         _apply_change(req)
         return None
-    slot, claim = _ensure_claimed(req)
-    if claim is not None and slots.generate_claimed(claim, slot):
-        return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
+    # A first attempt makes the scope map, the token and the first password: three writes, taken from the budget
+    # in one step. A later attempt may need fewer, and takes them one by one.
+    with acr.writes_ahead(req.registry, 3) if req.provision_attempts == 1 else nullcontext():
+        claimed: list[slots.Claim] = []
+        slot = _ensure_in_registry(req, claimed)
+        if claimed and slots.generate_claimed(claimed[0], slot):
+            return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
     if slot.status == SlotStatus.GENERATING:
         slot.refresh_from_db()
     if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
@@ -129,14 +134,9 @@ def _after_error(req: AccessRequest, claim: str, exc: Exception) -> float | None
     return delay
 
 
-def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
-    """The token and scope map in the registry, the token's row and its first password's slot."""
-    return _ensure_claimed(req, claim=False)[0]
-
-
-def _ensure_claimed(req: AccessRequest, claim: bool = True) -> tuple[PasswordSlot, slots.Claim | None]:
-    """`_ensure_in_registry`, with the slot claimed for generating in the same transaction (when `claim`, the slot is
-    to be generated and nobody else holds it)."""
+def _ensure_in_registry(req: AccessRequest, claimed: list[slots.Claim] | None = None) -> PasswordSlot:
+    """The token and scope map in the registry, the token's row and its first password's slot. Given `claimed`, a
+    slot to be generated that nobody else holds is claimed in the transaction that makes it, the claim added there."""
     registry = req.registry
     acr.ensure_scope_map(
         registry, req.token_name, req.scope_map_actions, f"{acr.MANAGED_MARKER} (request {req.pk})"
@@ -166,9 +166,12 @@ def _ensure_claimed(req: AccessRequest, claim: bool = True) -> tuple[PasswordSlo
                 status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
             )
             slot.refresh_from_db()
-        claimed = slots.claim_slot(slot.pk) if claim and slot.status == SlotStatus.GENERATING else None
+        if claimed is not None and slot.status == SlotStatus.GENERATING:
+            claim = slots.claim_slot(slot.pk)
+            if claim is not None:
+                claimed.append(claim)
     slot.token = token
-    return slot, claimed
+    return slot
 
 
 def _created_audited(token: Token) -> bool:
