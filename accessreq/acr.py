@@ -209,16 +209,52 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def _write(registry: RegistryRef, call: Callable[[], T]) -> T:
-    """Make one ARM write within the write budget: take a token first (waiting, up to ACR_TIMEOUT), and if ARM
-    still says 429, wait out its Retry-After and send the write again (every write here is a PUT of the whole
-    resource, a PATCH of a field or a generateCredentials that did not happen, so sending it again is safe)."""
+# Writes taken from the budget ahead of time on this thread (`writes_ahead`), by subscription.
+_ahead = threading.local()
+
+
+@contextmanager
+def writes_ahead(registry: RegistryRef, writes: int) -> Iterator[None]:
+    """Take the budget for the `writes` ARM writes this block is about to make on this thread in one step rather
+    than one step each. Writes the block does not make are not given back: the budget only ever errs towards
+    fewer writes. A write sent again after a 429 takes from the budget anew."""
+    writes = max(1, min(writes, settings.ARM_WRITE_BURST))  # the bucket never holds more than a burst
     deadline = time.monotonic() + settings.ACR_TIMEOUT
+    try:
+        armbudget.acquire(registry.subscription_id, deadline, writes)
+    except armbudget.Exhausted as exc:
+        raise Throttled(str(exc), exc.wait) from exc
+    taken: dict[str, int] = getattr(_ahead, "writes", None) or {}
+    _ahead.writes = taken
+    taken[registry.subscription_id] = taken.get(registry.subscription_id, 0) + writes
+    try:
+        yield
+    finally:
+        taken.pop(registry.subscription_id, None)
+
+
+def _taken_ahead(subscription_id: str) -> bool:
+    taken: dict[str, int] | None = getattr(_ahead, "writes", None)
+    if not taken or taken.get(subscription_id, 0) < 1:
+        return False
+    taken[subscription_id] -= 1
+    return True
+
+
+def _write(registry: RegistryRef, call: Callable[[], T]) -> T:
+    """Make one ARM write within the write budget: take a token first (waiting, up to ACR_TIMEOUT), unless one was
+    taken for it ahead (`writes_ahead`), and if ARM still says 429, wait out its Retry-After and send the write
+    again (every write here is a PUT of the whole resource, a PATCH of a field or a generateCredentials that did
+    not happen, so sending it again is safe)."""
+    deadline = time.monotonic() + settings.ACR_TIMEOUT
+    ahead = _taken_ahead(registry.subscription_id)
     while True:
         try:
-            armbudget.acquire(registry.subscription_id, deadline)
+            if not ahead:
+                armbudget.acquire(registry.subscription_id, deadline)
         except armbudget.Exhausted as exc:
             raise Throttled(str(exc), exc.wait) from exc
+        ahead = False
         try:
             with _translated():
                 return call()
@@ -383,10 +419,16 @@ def _confirmed(kind: str, name: str, state: str | None) -> None:
         raise TransientError(f"{kind} {name} is {state or 'in an unknown state'} in the registry, not Succeeded")
 
 
-def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> TokenInfo:
+def ensure_token(
+    registry: RegistryRef, name: str, scope_map_name: str, while_creating: Callable[[], None] | None = None
+) -> TokenInfo:
     """Make the token exist, enabled, on this scope map, and provisioned (Succeeded): only then can a password for it
     work. A token of that name on another scope map is not ours. A token whose creation failed is written again (a
-    new PUT is how ARM repairs a Failed resource); one still Creating is waited for."""
+    new PUT is how ARM repairs a Failed resource); one still Creating is waited for.
+
+    `while_creating` runs once ARM has accepted the token's PUT, while the SDK polls its long-running create on a
+    thread of its own (mostly waiting out ARM's Retry-After), so the caller's own work there costs no time. It runs
+    at most once, only when the token is written, and must not claim what needs the token to be ready."""
     existing = _settled_token(registry, name)
     if existing is not None:
         if existing.scope_map_name != scope_map_name:
@@ -397,12 +439,17 @@ def ensure_token(registry: RegistryRef, name: str, scope_map_name: str) -> Token
             return existing
         log.warning("token %s is %s in the registry: writing it again", name, existing.provisioning_state)
     body = {"properties": {"scopeMapId": f"{_registry_id(registry)}/scopeMaps/{scope_map_name}", "status": "enabled"}}
-    created = _write(
-        registry,
-        lambda: client(registry.subscription_id).tokens.begin_create(
+    pending = [while_creating] if while_creating is not None else []
+
+    def create() -> Any:
+        poller = client(registry.subscription_id).tokens.begin_create(
             registry.resource_group, registry.name, name, body
-        ).result(),
-    )
+        )
+        while pending:  # once, even when a throttled PUT is sent again
+            pending.pop()()
+        return poller.result()
+
+    created = _write(registry, create)
     info = _token_info(created)
     _confirmed("token", name, info.provisioning_state)
     return info

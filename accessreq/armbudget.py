@@ -39,12 +39,13 @@ local not_before = tonumber(v[3]) or 0
 tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
 local wait = 0
 if ARGV[1] == 'take' then
+  local n = math.min(burst, math.max(1, tonumber(ARGV[4])))
   if now < not_before then
     wait = not_before - now
-  elseif tokens >= 1 then
-    tokens = tokens - 1
+  elseif tokens >= n then
+    tokens = tokens - n
   else
-    wait = (1 - tokens) / rate
+    wait = (n - tokens) / rate
   end
 elseif ARGV[1] == 'throttle' then
   tokens = 0
@@ -86,8 +87,8 @@ def _redis_script(url: str) -> Any:
 
 
 def _step(subscription_id: str, action: str, value: float = 0.0) -> float:
-    """One step of the bucket ("take", "throttle" for `value` seconds, "observe" `value` writes left); the seconds
-    to wait before a write may go (0 when "take" got one)."""
+    """One step of the bucket ("take" `value` writes, "throttle" for `value` seconds, "observe" `value` writes
+    left); the seconds to wait before the writes may go (0 when "take" got them)."""
     rate = float(settings.ARM_WRITES_PER_SECOND)
     burst = float(max(1, settings.ARM_WRITE_BURST))
     url = redis_url()
@@ -112,11 +113,12 @@ def _db_step(subscription_id: str, action: str, value: float, rate: float, burst
         tokens = min(burst, row["tokens"] + max(0.0, now - row["stamp"]) * rate)
         not_before = row["not_before"]
         if action == "take":
+            wanted = min(burst, max(1.0, value))
             if now < not_before:
                 return not_before - now
-            if tokens < 1:
-                return (1 - tokens) / rate
-            tokens -= 1
+            if tokens < wanted:
+                return (wanted - tokens) / rate
+            tokens -= wanted
         elif action == "throttle":
             tokens, not_before = 0.0, max(not_before, now + value)
         else:
@@ -139,16 +141,17 @@ def _redis_errors() -> tuple[type[Exception], ...]:
     return (redis.RedisError,)
 
 
-def acquire(subscription_id: str, deadline: float) -> float:
-    """Take one write from the subscription's bucket, waiting (until `deadline`, a time.monotonic() value) for one
-    to come; the seconds waited. Exhausted when none comes in time. With Redis unreachable the write goes ahead
-    unlimited (ARM's own 429s still hold it back): the budget is an economy, not a reason to stop provisioning."""
+def acquire(subscription_id: str, deadline: float, writes: int = 1) -> float:
+    """Take `writes` writes (one unless told; at most a burst) from the subscription's bucket in one step, waiting
+    (until `deadline`, a time.monotonic() value) for them to come; the seconds waited. Exhausted when they do not
+    come in time. With Redis unreachable the writes go ahead unlimited (ARM's own 429s still hold them back): the
+    budget is an economy, not a reason to stop provisioning."""
     if not enabled():
         return 0.0
     started = time.monotonic()
     while True:
         try:
-            wait = _step(subscription_id, "take")
+            wait = _step(subscription_id, "take", float(writes))
         except _redis_errors() as exc:
             log.warning("ARM write budget unavailable, writing without it: %s", exc)
             return time.monotonic() - started

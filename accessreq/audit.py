@@ -117,7 +117,8 @@ def record(
 ) -> AuditEvent:
     """Append one event. Call it inside the transaction that makes the change, so both land or neither does."""
     signing_id, signing_key = next(iter(_keys().items()))
-    with transaction.atomic():
+    # Inside the caller's transaction no savepoint is needed: an error here fails the change it records anyway.
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
         event = AuditEvent(
@@ -188,7 +189,8 @@ def anchor() -> AuditAnchor:
     head that was rolled back.
     """
     signing_id, signing_key = next(iter(_keys().items()))
-    with transaction.atomic():
+    # Inside the caller's transaction no savepoint is needed: an error here fails the change it records anyway.
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("id", "hash").first()
         row = AuditAnchor(

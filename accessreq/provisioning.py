@@ -8,6 +8,7 @@ next attempt, or None when there is nothing more to do, so the Celery task aroun
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from accessreq import acr, audit, claims, enqueue, notify, scopes, slots
 from accessreq.models import (
     IN_PROGRESS_REQUEST_STATUSES,
     AccessRequest,
+    AuditEvent,
     KeyVaultDelivery,
     PasswordSlot,
     RequestStatus,
@@ -89,9 +91,14 @@ def _attempt(req: AccessRequest) -> float | None:
     if req.renews_id is not None:
         _apply_change(req)
         return None
-    slot = _ensure_in_registry(req)
+    # A first attempt makes the scope map, the token and the first password: three writes, taken from the budget
+    # in one step. A later attempt may need fewer, and takes them one by one.
+    with acr.writes_ahead(req.registry, 3) if req.provision_attempts == 1 else nullcontext():
+        claimed: list[slots.Claim] = []
+        slot = _ensure_in_registry(req, claimed)
+        if claimed and slots.generate_claimed(claimed[0], slot):
+            return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
     if slot.status == SlotStatus.GENERATING:
-        slots.generate_slot(slot.pk)
         slot.refresh_from_db()
     if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
         return None  # a password to hand over: sealed for its reveal, or in the Key Vault secret
@@ -127,17 +134,61 @@ def _after_error(req: AccessRequest, claim: str, exc: Exception) -> float | None
     return delay
 
 
-def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
+def _ensure_in_registry(req: AccessRequest, claimed: list[slots.Claim] | None = None) -> PasswordSlot:
+    """The token and scope map in the registry, the token's row and its first password's slot. Given `claimed`, a
+    slot to be generated that nobody else holds is claimed in the transaction that makes it, the claim added there."""
     registry = req.registry
     acr.ensure_scope_map(
         registry, req.token_name, req.scope_map_actions, f"{acr.MANAGED_MARKER} (request {req.pk})"
     )
-    acr.ensure_token(registry, req.token_name, req.token_name)
+    rows: list[tuple[Token, bool]] = []
+    # When ARM has the token to create, its row is written while it does: the row holds only what is true once ARM
+    # has accepted the token's PUT, and a retry after a failed create finds and keeps it. Its password slot, and the
+    # audit that the token was created, wait for ARM to say it is.
+    acr.ensure_token(registry, req.token_name, req.token_name, while_creating=lambda: rows.append(_token_row(req)))
+    written_while_creating = bool(rows)
+    with transaction.atomic():
+        token, created = rows[0] if rows else _token_row(req)
+        token.registry = registry  # the same row, already at hand
+        if created or (written_while_creating and not _created_audited(token)):
+            audit.record(
+                "token.created",
+                actor=None,
+                target=token,
+                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
+            )
+        slot, _ = PasswordSlot.objects.get_or_create(
+            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
+        )
+        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
+            # Left so by the failed run this retry follows: generate it afresh.
+            PasswordSlot.objects.filter(pk=slot.pk).update(
+                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
+            )
+            slot.refresh_from_db()
+        if claimed is not None and slot.status == SlotStatus.GENERATING:
+            claim = slots.claim_slot(slot.pk)
+            if claim is not None:
+                claimed.append(claim)
+    slot.token = token
+    return slot
+
+
+def _created_audited(token: Token) -> bool:
+    """Whether the token's creation is in the audit log: a run whose create failed after writing the row left it
+    out, for the run that sees ARM finish to record."""
+    return AuditEvent.objects.filter(
+        action="token.created", target_type=Token._meta.label_lower, target_id=str(token.pk)
+    ).exists()
+
+
+def _token_row(req: AccessRequest) -> tuple[Token, bool]:
+    """The request's token row, made or found: (token, made now)."""
     with transaction.atomic():
         token, created = Token.objects.get_or_create(
             request=req,
             defaults={
-                "registry": registry,
+                "registry": req.registry,
                 "name": req.token_name,
                 "scope_map_name": req.token_name,
                 "owner": req.owner,
@@ -150,28 +201,12 @@ def _ensure_in_registry(req: AccessRequest) -> PasswordSlot:
                 "password_days": req.password_days,
             },
         )
-        if created:
-            audit.record(
-                "token.created",
-                actor=None,
-                target=token,
-                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
-            )
         # A request delivered to Key Vault hands its delivery to the token, which rotates by it from now on.
         KeyVaultDelivery.objects.filter(request=req, token__isnull=True).update(token=token)
         if token.status == TokenStatus.RETIRING and token.status_reason == FAILED_REQUEST_REASON:
             # An admin retries a request whose clean-up could not finish: the token is wanted again.
             Token.objects.filter(pk=token.pk).update(status=TokenStatus.ACTIVE, status_reason="", delete_after=None)
-        slot, _ = PasswordSlot.objects.get_or_create(
-            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
-        )
-        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
-            # Left so by the failed run this retry follows: generate it afresh.
-            PasswordSlot.objects.filter(pk=slot.pk).update(
-                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
-            )
-            slot.refresh_from_db()
-    return slot
+    return token, created
 
 
 def _apply_change(req: AccessRequest) -> None:

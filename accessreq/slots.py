@@ -77,28 +77,55 @@ def check_sealing() -> None:
         raise SealingUnavailable("passwords cannot be sealed: the keys do not round-trip")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A slot claimed for generating its password, by this run, since `at`."""
+
+    slot_id: int
+    token: str
+    at: datetime
+
+
+def claim_slot(slot_id: int) -> Claim | None:
+    """Claim a slot marked GENERATING, unless a live worker holds it (its heartbeat fresh); one whose claimer stopped
+    is taken over. None when there is nothing to claim. Follow it with `generate_claimed` at once: the claim's
+    heartbeat starts there."""
+    now = timezone.now()
+    claim = Claim(slot_id, claims.new_token(), now)
+    claimed = (
+        PasswordSlot.objects.filter(claims.free(now), pk=slot_id, status=SlotStatus.GENERATING)
+        .update(claimed_at=now, claim_token=claim.token, attempts=F("attempts") + 1)
+    )
+    return claim if claimed else None
+
+
 def generate_slot(slot_id: int) -> bool:
     """Generate a slot's password and seal it for its one reveal. Only a slot marked GENERATING is touched; one
     claimed by a live worker (its heartbeat fresh) is left to it, one whose claimer stopped is taken over. True when
     this call generated and sealed it. Errors propagate, after the claim is released and, when the registry already
     made a password that could not be kept, after that password is deleted there again."""
-    now = timezone.now()
-    token_value = claims.new_token()
-    claimed = (
-        PasswordSlot.objects.filter(claims.free(now), pk=slot_id, status=SlotStatus.GENERATING)
-        .update(claimed_at=now, claim_token=token_value, attempts=F("attempts") + 1)
-    )
-    if not claimed:
+    claim = claim_slot(slot_id)
+    if claim is None:
         return False  # generated already, or another worker is generating it right now
+    return generate_claimed(claim)
+
+
+def generate_claimed(claim: Claim, slot: PasswordSlot | None = None) -> bool:
+    """`generate_slot` for a slot this run has just claimed. `slot` is the slot as the caller has it, with its token
+    and the token's registry, when it has them fresh."""
+    sealed = False
     try:
-        with claims.heartbeat(PasswordSlot, slot_id, token_value):
-            return _generate_claimed(slot_id, token_value, now)
+        with claims.heartbeat(PasswordSlot, claim.slot_id, claim.token):
+            sealed = _generate_claimed(claim.slot_id, claim.token, claim.at, slot)
+            return sealed
     finally:
-        claims.release(PasswordSlot, slot_id, token_value)  # a no-op once sealed (the seal releases it)
+        if not sealed:  # sealing (or delivering) released the claim in the same update
+            claims.release(PasswordSlot, claim.slot_id, claim.token)
 
 
-def _generate_claimed(slot_id: int, claim: str, now: datetime) -> bool:
-    slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
+def _generate_claimed(slot_id: int, claim: str, now: datetime, slot: PasswordSlot | None = None) -> bool:
+    if slot is None:
+        slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
     token = slot.token
     expires_at = now + timedelta(days=slot.lifetime_days or token.password_days)
     target = KeyVaultDelivery.objects.filter(token=token).first()
@@ -128,7 +155,9 @@ def _generate_claimed(slot_id: int, claim: str, now: datetime) -> bool:
                 # Taken over (this worker was thought dead) or cancelled meanwhile: the other run's password counts.
                 log.warning("slot %s: claim lost while generating; this run's password is not kept", slot.pk)
                 return False
-            SealedPassword.objects.update_or_create(slot=slot, defaults={"ciphertext": vault.seal(generated.value)})
+            # Any value left from an earlier generation goes: the claim, held, says nothing else writes it now.
+            SealedPassword.objects.filter(slot=slot).delete()
+            SealedPassword.objects.create(slot=slot, ciphertext=vault.seal(generated.value))
             details: dict[str, object] = {
                 "slot": slot.name,
                 "expires_at": (generated.expires_at or expires_at).isoformat(),
