@@ -12,12 +12,14 @@ from typing import TypeVar
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accessreq import access, acr, alerts, audit, scopes, slots
 from accessreq.errors import Conflict, Invalid
 from accessreq.models import (
+    IN_PROGRESS_REQUEST_STATUSES,
     LIVE_TOKEN_STATUSES,
     ClientKind,
     PasswordSlot,
@@ -53,7 +55,9 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
     scope_maps = {m.name: m.actions for m in acr.list_scope_maps(registry)}
     found_ids: set[int] = set()
     for page in _pages(acr.list_tokens(registry), PAGE):
-        listed = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES, name__in=[f.name for f in page])
+        listed = registry.tokens.filter(status__in=LIVE_TOKEN_STATUSES, name__in=[f.name for f in page]).annotate(
+            request_status=F("request__status")
+        )
         known = {t.name: t for t in listed}
         for found in page:
             report.seen += 1
@@ -63,6 +67,8 @@ def reconcile(registry: Registry, actor_id: int | None = None) -> ReconcileRepor
                 _note_unmanaged(registry, found, actual, now, report)
                 continue
             found_ids.add(token.pk)
+            if token.request_status in IN_PROGRESS_REQUEST_STATUSES:
+                continue  # still being made (ARM may say Creating): its provisioning settles it, or says why not
             _note_registry_state(token, found, report)
             _note_drift(token, actual, now, report)
     # Only tokens made before the listing began: one provisioned meanwhile may have been listed on a page already read.

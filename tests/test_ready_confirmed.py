@@ -98,3 +98,14 @@ def test_reconcile_flags_a_managed_token_the_registry_has_as_failed(ready_reques
     reconcile.reconcile(token.registry)
     token.refresh_from_db()
     assert token.registry_state == ""
+
+
+def test_reconcile_leaves_a_token_still_being_made_to_its_provisioning(ready_request, acr) -> None:
+    token = Token.objects.get(request=ready_request)
+    AccessRequest.objects.filter(pk=ready_request.pk).update(status=RequestStatus.PROVISIONING)
+    acr.state.registries["contosotest"].tokens[token.name].provisioning_state = "Creating"
+    report = reconcile.reconcile(token.registry)
+    assert (report.broken, report.gone) == (0, 0)
+    token.refresh_from_db()
+    assert token.registry_state == ""
+    assert not AuditEvent.objects.filter(action="token.registry_failed").exists()
