@@ -45,7 +45,9 @@ class CappedPaginator(Paginator):
     def count(self) -> int:
         if not isinstance(self.object_list, QuerySet):
             return len(self.object_list)
-        counted = self.object_list[: self.limit + 1].count()
+        # The order matters to the page, not to how many rows there are: without it the database can count the
+        # rows a person may see straight from the indexes that find them, instead of sorting every row first.
+        counted = self.object_list.order_by()[: self.limit + 1].count()
         self.more = counted > self.limit
         return min(counted, self.limit)
 
