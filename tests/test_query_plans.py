@@ -77,6 +77,18 @@ def test_the_token_lists_use_indexes(many_tokens, requester, security) -> None:
         _assert_no_token_seq_scan(_tokens(access.tokens_for(user)).order_by("registry_id", "name")[:25])
 
 
+def test_it_counts_a_persons_tokens_from_the_ones_they_can_see(many_tokens, requester) -> None:
+    # The paginator's count: a lookup by key of each token a person may see, not a join against every live token.
+    visible = access.tokens_for(requester).filter(status__in=LIVE_TOKEN_STATUSES).order_by()[:10_001]
+    sql, params = visible.values("pk").query.get_compiler(visible.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW random_page_cost")
+        assert cursor.fetchone()[0] == "1.1"
+        cursor.execute(f"EXPLAIN SELECT COUNT(*) FROM ({sql}) counted", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Hash Join" not in plan and "Seq Scan on accessreq_token" not in plan, plan
+
+
 def test_the_summary_columns_follow_the_slots(groups, requester) -> None:
     """On either database: the triggers keep a token's soonest expiry, "every password expired" and its rank."""
     registry = Registry.objects.create(

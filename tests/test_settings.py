@@ -207,3 +207,14 @@ def test_it_bounds_a_worker_shutdown() -> None:
     result = _settings("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT")
     assert result.returncode == 0, result.stderr
     assert 0 < float(result.stdout) <= 60
+
+
+def test_it_prices_random_reads_for_ssds_on_postgresql_unless_told_otherwise() -> None:
+    url = "postgres://portal@db.example.com:5432/portal"
+    result = _settings("DATABASES['default']['OPTIONS']", DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert "-c random_page_cost=1.1" in result.stdout
+    kept = _settings("DATABASES['default'].get('OPTIONS')", DATABASE_URL=url, DB_RANDOM_PAGE_COST="")
+    assert kept.stdout.strip() in ("None", "{}"), kept.stdout
+    refused = _settings("DATABASES", DATABASE_URL=url, DB_RANDOM_PAGE_COST="fast")
+    assert refused.returncode != 0 and "DB_RANDOM_PAGE_COST must be a number" in refused.stderr
