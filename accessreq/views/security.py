@@ -127,7 +127,7 @@ def security_dashboard(request: AuthedRequest) -> HttpResponse:
         "default_retire_on": timezone.localdate() + timedelta(days=90),
         "reconciling": reconciling,
         "history_days": quota.HISTORY_DAYS,
-        "charts_seconds": settings.SECURITY_SUMMARY_SECONDS * STALE_FACTOR,
+        "summary_seconds": settings.SECURITY_SUMMARY_SECONDS * STALE_FACTOR,
     }
     return render(request, "accessreq/security.html", context)
 
