@@ -8,11 +8,16 @@ a conditional update on its version). A 429 empties the bucket and sets a "not b
 so every worker backs off, not only the one that was told; ARM's count of the writes left
 (x-ms-ratelimit-remaining-subscription-writes) caps the bucket, so writes made by others with the same principal
 slow the portal down too. Used only by accessreq.acr.
+
+Each worker remembers what its last step left in the bucket: between steps only the refill adds to it, so that
+bounds what it can hold now, and a count of writes left at or above the bound is not worth a step (it could not
+lower the bucket). With ARM's count usually above the portal's own, most writes then cost one step, not two.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from functools import cache
 from typing import Any
@@ -26,7 +31,8 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "acr-portal:arm-writes:"
 # One script for the three steps, so each is a single atomic call. The clock is Redis's own, the same for every
-# worker whatever their hosts' clocks say. Answers the seconds to wait (as a string: Lua numbers become integers).
+# worker whatever their hosts' clocks say. Answers the seconds to wait and the tokens left (as strings: Lua numbers
+# become integers).
 _SCRIPT = """
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
@@ -55,8 +61,13 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'stamp', now, 'not_before', not_before)
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate + math.max(0, not_before - now)) + 60)
-return tostring(wait)
+return {tostring(wait), tostring(tokens)}
 """
+
+
+# By subscription: (tokens, time.monotonic() before the step) as this process's last step left the bucket.
+_left: dict[str, tuple[float, float]] = {}
+_left_lock = threading.Lock()
 
 
 class Exhausted(Exception):
@@ -92,13 +103,31 @@ def _step(subscription_id: str, action: str, value: float = 0.0) -> float:
     rate = float(settings.ARM_WRITES_PER_SECOND)
     burst = float(max(1, settings.ARM_WRITE_BURST))
     url = redis_url()
+    before = time.monotonic()
     if url:
         script = _redis_script(url)
-        return float(script(keys=[KEY_PREFIX + subscription_id], args=[action, rate, burst, value]))
-    return _db_step(subscription_id, action, value, rate, burst)
+        wait_text, tokens_text = script(keys=[KEY_PREFIX + subscription_id], args=[action, rate, burst, value])
+        wait, tokens = float(wait_text), float(tokens_text)
+    else:
+        wait, tokens = _db_step(subscription_id, action, value, rate, burst)
+    with _left_lock:
+        _left[subscription_id] = (tokens, before)
+    return wait
 
 
-def _db_step(subscription_id: str, action: str, value: float, rate: float, burst: float) -> float:
+def _most_left(subscription_id: str) -> float | None:
+    """The most the bucket can hold now, from this process's last step (None before its first): only the refill has
+    added to it since, whatever other workers took. Timed from before that step, so it errs high, never low."""
+    with _left_lock:
+        known = _left.get(subscription_id)
+    if known is None:
+        return None
+    tokens, at = known
+    return min(float(settings.ARM_WRITE_BURST), tokens + (time.monotonic() - at) * settings.ARM_WRITES_PER_SECOND)
+
+
+def _db_step(subscription_id: str, action: str, value: float, rate: float, burst: float) -> tuple[float, float]:
+    """As the Redis script: (seconds to wait, tokens left)."""
     rows = ArmWriteBudget.objects.filter(subscription_id=subscription_id)
     while True:
         now = time.time()
@@ -115,22 +144,22 @@ def _db_step(subscription_id: str, action: str, value: float, rate: float, burst
         if action == "take":
             wanted = min(burst, max(1.0, value))
             if now < not_before:
-                return not_before - now
+                return not_before - now, tokens
             if tokens < wanted:
-                return (wanted - tokens) / rate
+                return (wanted - tokens) / rate, tokens
             tokens -= wanted
         elif action == "throttle":
             tokens, not_before = 0.0, max(not_before, now + value)
         else:
             if tokens <= value:
-                return 0.0
+                return 0.0, tokens
             tokens = value
         # Touches the row only if nobody changed it since it was read; otherwise read again and redo the sums.
         changed = ArmWriteBudget.objects.filter(pk=row["pk"], version=row["version"]).update(
             tokens=tokens, stamp=now, not_before=not_before, version=row["version"] + 1
         )
         if changed == 1:
-            return 0.0
+            return 0.0, tokens
 
 
 def _redis_errors() -> tuple[type[Exception], ...]:
@@ -175,8 +204,10 @@ def throttled(subscription_id: str, retry_after: float) -> None:
 
 
 def observed(subscription_id: str, remaining: int) -> None:
-    """ARM counts `remaining` writes left: never hold more than that, as others may be writing with this principal."""
-    if enabled() and remaining < settings.ARM_WRITE_BURST:
+    """ARM counts `remaining` writes left: never hold more than that, as others may be writing with this principal.
+    A count the bucket cannot be above needs no step."""
+    most = _most_left(subscription_id) if enabled() else None
+    if enabled() and remaining < settings.ARM_WRITE_BURST and (most is None or remaining < most):
         try:
             _step(subscription_id, "observe", float(max(0, remaining)))
         except _redis_errors() as exc:
@@ -185,6 +216,8 @@ def observed(subscription_id: str, remaining: int) -> None:
 
 def reset(subscription_id: str) -> None:
     """A full bucket for the subscription, with no "not before": its state is forgotten."""
+    with _left_lock:
+        _left.pop(subscription_id, None)
     url = redis_url()
     if url:
         import redis

@@ -89,6 +89,22 @@ def test_arms_count_of_writes_left_caps_the_bucket(settings) -> None:
     assert time.monotonic() - started >= 0.08
 
 
+def test_it_takes_no_step_for_a_count_the_bucket_cannot_be_above(settings, django_assert_num_queries) -> None:
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "filesystem://localhost/"
+    settings.ARM_WRITES_PER_SECOND = 1
+    settings.ARM_WRITE_BURST = 100
+    subscription = f"sub-{uuid.uuid4()}"
+    armbudget.acquire(subscription, time.monotonic() + 1, writes=10)  # 90 left
+    # ARM has 95 left: the bucket holds at most about 90, so the count changes nothing and costs nothing.
+    with django_assert_num_queries(0):
+        armbudget.observed(subscription, 95)
+    # ARM has 20 left: that caps the bucket, so 30 writes more must wait for the refill.
+    armbudget.observed(subscription, 20)
+    with pytest.raises(armbudget.Exhausted):
+        armbudget.acquire(subscription, time.monotonic() + 1, writes=30)
+
+
 def _approved(registry, requester, approver, n: int) -> list[int]:
     for _ in range(n):
         assert login(requester).post("/requests/new", request_data(registry)).status_code == 302
