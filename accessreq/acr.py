@@ -179,10 +179,22 @@ def _new_client(subscription_id: str) -> ContainerRegistryManagementClient:
         "connection_timeout": settings.ACR_TIMEOUT,
         "read_timeout": settings.ACR_TIMEOUT,
         "raw_response_hook": _budget_hook(subscription_id),
+        **_connection_settings(),
     }
     if settings.ACR_CREDENTIAL == "emulator":
         kwargs["authentication_policy"] = emulatorauth.StaticBearerPolicy(settings.ACR_EMULATOR_TOKEN)
     return ContainerRegistryManagementClient(_credential(), subscription_id, **kwargs)
+
+
+def _connection_settings() -> dict[str, Any]:
+    """How the client connects, as the environment says, read once when the client is made. Left to itself, requests
+    reads the whole environment twice on every call for a proxy and a CA bundle (a millisecond a call, more in a
+    container with many variables), and would take credentials from a .netrc over the bearer token. Only a proxy
+    needs that reading, to match NO_PROXY against each call's address; a CA bundle is handed over as it is."""
+    if urllib.request.getproxies():
+        return {"use_env_settings": True}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return {"use_env_settings": False, **({"connection_verify": bundle} if bundle else {})}
 
 
 def _budget_hook(subscription_id: str) -> Callable[[Any], None]:
