@@ -41,6 +41,7 @@ from azure.core.exceptions import (
 )
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from django import db
 from django.conf import settings
 
 from accessreq import armbudget, emulatorauth
@@ -441,7 +442,33 @@ def ensure_token(
     `while_creating` runs once ARM has accepted the token's PUT, while the SDK polls its long-running create on a
     thread of its own (mostly waiting out ARM's Retry-After), so the caller's own work there costs no time. It runs
     at most once, only when the token is written, and must not claim what needs the token to be ready."""
-    existing = _settled_token(registry, name)
+    return _ensure_token(registry, name, scope_map_name, _settled_token(registry, name), while_creating)
+
+
+def ensure_scope_map_and_token(
+    registry: RegistryRef,
+    name: str,
+    actions: list[str],
+    description: str,
+    while_creating: Callable[[], None] | None = None,
+) -> TokenInfo:
+    """`ensure_scope_map`, then `ensure_token` on it (both named `name`), with the token looked at while the scope map
+    is: its write must wait for the scope map's, its read need not."""
+    probe = _started(lambda: _settled_token(registry, name))
+    try:
+        ensure_scope_map(registry, name, actions, description)
+    finally:
+        found = probe()  # waited for even when the scope map failed: no read is left running behind
+    return _ensure_token(registry, name, name, found.result(), while_creating)
+
+
+def _ensure_token(
+    registry: RegistryRef,
+    name: str,
+    scope_map_name: str,
+    existing: TokenInfo | None,
+    while_creating: Callable[[], None] | None,
+) -> TokenInfo:
     if existing is not None:
         if existing.scope_map_name != scope_map_name:
             raise Conflict(f"token {name} exists in the registry on scope map {existing.scope_map_name}")
@@ -465,6 +492,43 @@ def ensure_token(
     info = _token_info(created)
     _confirmed("token", name, info.provisioning_state)
     return info
+
+
+@dataclass
+class _Outcome:
+    """What a call on another thread came to: its value, or the error it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _started(call: Callable[[], Any]) -> Callable[[], _Outcome]:
+    """`call` under way on a thread of its own; the function returned waits for it and gives its outcome. SDK clients
+    are safe to share between threads. A 429 on the way is told to the budget, which may open a database connection
+    on that thread: it is closed when the call ends."""
+    outcome = _Outcome()
+
+    def run() -> None:
+        try:
+            outcome.value = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome.error = exc
+        finally:
+            db.connection.close()
+
+    thread = threading.Thread(target=run, name="arm-read", daemon=True)
+    thread.start()
+
+    def wait() -> _Outcome:
+        thread.join()
+        return outcome
+
+    return wait
 
 
 def set_token_status(registry: RegistryRef, name: str, status: str) -> None:

@@ -10,6 +10,7 @@ failure leaves it in place and tells the token's owner and security.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -56,9 +57,10 @@ def next_rotation(target: KeyVaultDelivery, created_at: datetime, expires_at: da
 
 
 def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires_at: datetime,
-            proof: dict[str, object] | None, claim: str) -> bool:  # fmt: skip
+            proof: dict[str, object] | None, claim: str, then: Callable[[], None] | None = None) -> bool:  # fmt: skip
     """The worker's last step for a delivered token's slot: write the password, never seal it. Vault errors come out
-    as acr's (transient: retried; others: the request or the slot fails with the reason, for an admin to retry)."""
+    as acr's (transient: retried; others: the request or the slot fails with the reason, for an admin to retry).
+    `then` runs inside the transaction that records the delivery, after it."""
     token = slot.token
     others = PasswordSlot.objects.filter(token=token, status=SlotStatus.DELIVERED).exclude(pk=slot.pk)
     if proof is not None and not proof["ok"] and others.exists():
@@ -124,6 +126,8 @@ def deliver(slot: PasswordSlot, target: KeyVaultDelivery, password: str, expires
         if rotation:
             Token.objects.filter(pk=token.pk).update(last_rotated_at=now)
         audit.record("password.delivered", actor=None, target=slot, details=details)
+        if then is not None:
+            then()
     return True
 
 

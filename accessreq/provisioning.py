@@ -62,7 +62,7 @@ def provision(request_id: int) -> float | None:
             audit.record("request.provisioning", actor=None, target=req, details={"token": req.token_name})
     try:
         with claims.heartbeat(AccessRequest, req.pk, claim):
-            waiting = _attempt(req)
+            waiting, made_ready = _attempt(req, claim)
     except Exception as exc:  # noqa: BLE001 - every error is classified and ends somewhere
         return _after_error(req, claim, exc)
     if waiting is not None:
@@ -76,34 +76,42 @@ def provision(request_id: int) -> float | None:
             next_attempt_at=timezone.now() + timedelta(seconds=waiting),
         )
         return waiting
-    with transaction.atomic():
-        ready = AccessRequest.objects.filter(pk=req.pk, status=RequestStatus.PROVISIONING, claim_token=claim).update(
-            status=RequestStatus.READY, failure_reason="", updated_at=timezone.now(), claimed_at=None, claim_token=""
-        )
-        if ready == 1:
-            audit.record("request.ready", actor=None, target=req, details={"attempts": req.provision_attempts})
-            transaction.on_commit(lambda: notify.ready(req))
+    if not made_ready:
+        with transaction.atomic():
+            _ready(req, claim)
     return None
 
 
-def _attempt(req: AccessRequest) -> float | None:
-    """The registry work of one attempt: None when done, or seconds to wait for another run's claim on the slot."""
+def _ready(req: AccessRequest, claim: str) -> None:
+    """The request READY, if this run still holds it. Inside the caller's transaction."""
+    ready = AccessRequest.objects.filter(pk=req.pk, status=RequestStatus.PROVISIONING, claim_token=claim).update(
+        status=RequestStatus.READY, failure_reason="", updated_at=timezone.now(), claimed_at=None, claim_token=""
+    )
+    if ready == 1:
+        audit.record("request.ready", actor=None, target=req, details={"attempts": req.provision_attempts})
+        transaction.on_commit(lambda: notify.ready(req))
+
+
+def _attempt(req: AccessRequest, claim: str) -> tuple[float | None, bool]:
+    """The registry work of one attempt: (None, or seconds to wait for another run's claim on the slot; whether the
+    request was made READY here, with its first password)."""
     if req.renews_id is not None:
         _apply_change(req)
-        return None
+        return None, False
     # A first attempt makes the scope map, the token and the first password: three writes, taken from the budget
     # in one step. A later attempt may need fewer, and takes them one by one.
     with acr.writes_ahead(req.registry, 3) if req.provision_attempts == 1 else nullcontext():
-        claimed: list[slots.Claim] = []
-        slot = _ensure_in_registry(req, claimed)
-        if claimed and slots.generate_claimed(claimed[0], slot):
-            return None  # generated now, and sealed for its reveal or delivered to its Key Vault secret
+        slot, slot_claim = _ensure_in_registry(req)
+        # Generated now, and sealed for its reveal (or delivered to its Key Vault secret) in the transaction that
+        # makes the request READY.
+        if slot_claim and slots.generate_claimed(slot_claim, slot, then=lambda: _ready(req, claim)):
+            return None, True
     if slot.status == SlotStatus.GENERATING:
         slot.refresh_from_db()
     if slot.status in (SlotStatus.AWAITING_REVEAL, SlotStatus.REVEALED, SlotStatus.DELIVERED):
-        return None  # a password to hand over: sealed for its reveal, or in the Key Vault secret
+        return None, False  # a password to hand over: sealed for its reveal, or in the Key Vault secret
     if slot.status == SlotStatus.GENERATING:
-        return claims.wait_for(slot.claimed_at, timezone.now())
+        return claims.wait_for(slot.claimed_at, timezone.now()), False
     if slot.status == SlotStatus.FAILED:
         raise FirstPasswordFailed(f"The first password could not be generated: {slot.failure_reason}")
     raise FirstPasswordFailed(f"The first password is {slot.get_status_display().lower()}.")
@@ -134,56 +142,47 @@ def _after_error(req: AccessRequest, claim: str, exc: Exception) -> float | None
     return delay
 
 
-def _ensure_in_registry(req: AccessRequest, claimed: list[slots.Claim] | None = None) -> PasswordSlot:
-    """The token and scope map in the registry, the token's row and its first password's slot. Given `claimed`, a
-    slot to be generated that nobody else holds is claimed in the transaction that makes it, the claim added there."""
+def _ensure_in_registry(req: AccessRequest) -> tuple[PasswordSlot, slots.Claim | None]:
+    """The token and scope map in the registry, the token's row and its first password's slot: (the slot, this run's
+    claim on it when it is to be generated and nobody else holds it)."""
     registry = req.registry
-    acr.ensure_scope_map(
-        registry, req.token_name, req.scope_map_actions, f"{acr.MANAGED_MARKER} (request {req.pk})"
+    made: list[tuple[Token, bool, PasswordSlot]] = []
+    # When ARM has the token to create, its row and its first password's slot are written while it does: they hold
+    # only what is true once ARM has accepted the token's PUT, and a retry after a failed create finds and keeps
+    # them (no sweep touches a slot whose request is still provisioning). The audit that the token was created, and
+    # the claim to generate its password, wait for ARM to say it is.
+    acr.ensure_scope_map_and_token(
+        registry,
+        req.token_name,
+        req.scope_map_actions,
+        f"{acr.MANAGED_MARKER} (request {req.pk})",
+        while_creating=lambda: made.append(_token_and_slot(req)),
     )
-    rows: list[tuple[Token, bool]] = []
-    # When ARM has the token to create, its row is written while it does: the row holds only what is true once ARM
-    # has accepted the token's PUT, and a retry after a failed create finds and keeps it. Its password slot, and the
-    # audit that the token was created, wait for ARM to say it is.
-    acr.ensure_token(registry, req.token_name, req.token_name, while_creating=lambda: rows.append(_token_row(req)))
-    written_while_creating = bool(rows)
+    token, created, slot = made[0] if made else _token_and_slot(req)
+    token.registry = registry  # the same row, already at hand
     with transaction.atomic():
-        token, created = rows[0] if rows else _token_row(req)
-        token.registry = registry  # the same row, already at hand
-        if created or (written_while_creating and not _created_audited(token)):
+        # A run that wrote the row and then failed (or died) before ARM finished left its creation unaudited, for
+        # the run that sees ARM finish to record.
+        if created or not _created_audited(token):
             audit.record(
                 "token.created",
                 actor=None,
                 target=token,
                 details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
             )
-        slot, _ = PasswordSlot.objects.get_or_create(
-            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
-        )
-        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
-            # Left so by the failed run this retry follows: generate it afresh.
-            PasswordSlot.objects.filter(pk=slot.pk).update(
-                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
-            )
-            slot.refresh_from_db()
-        if claimed is not None and slot.status == SlotStatus.GENERATING:
-            claim = slots.claim_slot(slot.pk)
-            if claim is not None:
-                claimed.append(claim)
+        claim = slots.claim_slot(slot.pk) if slot.status == SlotStatus.GENERATING else None
     slot.token = token
-    return slot
+    return slot, claim
 
 
 def _created_audited(token: Token) -> bool:
-    """Whether the token's creation is in the audit log: a run whose create failed after writing the row left it
-    out, for the run that sees ARM finish to record."""
     return AuditEvent.objects.filter(
         action="token.created", target_type=Token._meta.label_lower, target_id=str(token.pk)
     ).exists()
 
 
-def _token_row(req: AccessRequest) -> tuple[Token, bool]:
-    """The request's token row, made or found: (token, made now)."""
+def _token_and_slot(req: AccessRequest) -> tuple[Token, bool, PasswordSlot]:
+    """The request's token row and its first password's slot, made or found: (token, made now, slot)."""
     with transaction.atomic():
         token, created = Token.objects.get_or_create(
             request=req,
@@ -206,7 +205,16 @@ def _token_row(req: AccessRequest) -> tuple[Token, bool]:
         if token.status == TokenStatus.RETIRING and token.status_reason == FAILED_REQUEST_REASON:
             # An admin retries a request whose clean-up could not finish: the token is wanted again.
             Token.objects.filter(pk=token.pk).update(status=TokenStatus.ACTIVE, status_reason="", delete_after=None)
-    return token, created
+        slot, _ = PasswordSlot.objects.get_or_create(
+            token=token, name="password1", defaults={"requested_by": req.requester, "queued_at": timezone.now()}
+        )
+        if slot.status in (SlotStatus.FAILED, SlotStatus.REVOKED):
+            # Left so by the failed run this retry follows: generate it afresh.
+            PasswordSlot.objects.filter(pk=slot.pk).update(
+                status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
+            )
+            slot.refresh_from_db()
+    return token, created, slot
 
 
 def _apply_change(req: AccessRequest) -> None:

@@ -9,6 +9,7 @@ keeps failing ends FAILED with the reason, for an admin to retry; one whose mess
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -110,20 +111,25 @@ def generate_slot(slot_id: int) -> bool:
     return generate_claimed(claim)
 
 
-def generate_claimed(claim: Claim, slot: PasswordSlot | None = None) -> bool:
+def generate_claimed(
+    claim: Claim, slot: PasswordSlot | None = None, then: Callable[[], None] | None = None
+) -> bool:
     """`generate_slot` for a slot this run has just claimed. `slot` is the slot as the caller has it, with its token
-    and the token's registry, when it has them fresh."""
+    and the token's registry, when it has them fresh. `then` runs inside the transaction that seals (or delivers)
+    the password, after it, so what the caller records of it lands with it."""
     sealed = False
     try:
         with claims.heartbeat(PasswordSlot, claim.slot_id, claim.token):
-            sealed = _generate_claimed(claim.slot_id, claim.token, claim.at, slot)
+            sealed = _generate_claimed(claim.slot_id, claim.token, claim.at, slot, then)
             return sealed
     finally:
         if not sealed:  # sealing (or delivering) released the claim in the same update
             claims.release(PasswordSlot, claim.slot_id, claim.token)
 
 
-def _generate_claimed(slot_id: int, claim: str, now: datetime, slot: PasswordSlot | None = None) -> bool:
+def _generate_claimed(
+    slot_id: int, claim: str, now: datetime, slot: PasswordSlot | None, then: Callable[[], None] | None
+) -> bool:
     if slot is None:
         slot = PasswordSlot.objects.select_related("token__registry").get(pk=slot_id)
     token = slot.token
@@ -136,7 +142,9 @@ def _generate_claimed(slot_id: int, claim: str, now: datetime, slot: PasswordSlo
         proof = prove(token, slot.name, generated.value)
         if target is not None:
             # Delivered to Key Vault: written there, never sealed for a reveal.
-            return delivery.deliver(slot, target, generated.value, generated.expires_at or expires_at, proof, claim)
+            return delivery.deliver(
+                slot, target, generated.value, generated.expires_at or expires_at, proof, claim, then
+            )
         now = timezone.now()
         with transaction.atomic():
             moved = PasswordSlot.objects.filter(pk=slot.pk, status=SlotStatus.GENERATING, claim_token=claim).update(
@@ -166,6 +174,8 @@ def _generate_claimed(slot_id: int, claim: str, now: datetime, slot: PasswordSlo
                 Token.objects.filter(pk=token.pk).update(verification=proof, verified_ok=proof["ok"])
                 details["verified"] = proof["ok"]
             audit.record("password.generated", actor=None, target=slot, details=details)
+            if then is not None:
+                then()
     except Exception:
         # The registry holds a password nobody will ever have: delete it there rather than leave it working.
         try:

@@ -153,15 +153,16 @@ def _killed_while_creating_the_token(req: AccessRequest) -> None:
 
 def _killed_during_generate_credentials(req: AccessRequest) -> None:
     # The registry made a password; the worker died before sealing it. Nobody has it.
-    slot = provisioning._ensure_in_registry(req)
+    slot, _ = provisioning._ensure_in_registry(req)
     acr_module.generate_password(req.registry, req.token_name, slot.name, timezone.now() + timedelta(days=1))
     _dead_claim(PasswordSlot, slot.pk, django_settings)
 
 
 def _killed_after_sealing(req: AccessRequest) -> None:
     # Everything done but marking the request ready.
-    slot = provisioning._ensure_in_registry(req)
-    slots.generate_slot(slot.pk)
+    slot, claim = provisioning._ensure_in_registry(req)
+    assert claim is not None
+    slots.generate_claimed(claim, slot)
 
 
 STEPS = {

@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from accessreq import provisioning, scopes, slots
+from accessreq import claims, provisioning, scopes, slots
 from accessreq.models import AccessRequest, AuditEvent, PasswordSlot, RequestStatus, SealedPassword, SlotStatus, Token
 from acr_emulator.testing import make_client
 from tests.conftest import SUBSCRIPTION, login, race, request_data
@@ -161,7 +161,9 @@ def test_it_generates_a_slot_once_when_two_runs_overlap(approved, requester, acr
     from acr_emulator.dataplane import allowed_actions
 
     # Provision everything but the password, then let two runs race to generate it, as a redelivered task would.
-    slot = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=approved.pk))
+    slot, claim = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=approved.pk))
+    assert claim is not None
+    claims.release(PasswordSlot, slot.pk, claim.token)
     acr.add_fault(count=2, delay=0.3, operation="registries.generate_credentials")
     outcomes = race(lambda: slots.generate_slot(slot.pk), lambda: slots.generate_slot(slot.pk))
     assert sorted(outcomes) == [False, True]  # one generated it, the other found it claimed

@@ -37,7 +37,7 @@ def _generations(acr) -> int:
 
 
 def _claimed_by_a_dead_worker(req: AccessRequest, seconds_ago: float) -> PasswordSlot:
-    slot = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=req.pk))
+    slot, _ = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=req.pk))
     PasswordSlot.objects.filter(pk=slot.pk).update(
         claimed_at=timezone.now() - timedelta(seconds=seconds_ago), claim_token="dead"
     )
