@@ -3,6 +3,8 @@ log."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse
@@ -40,33 +43,46 @@ from accessreq.views.tokens import FLAGS, USED_FILTERS, annotated, by_attention
 
 SUMMARY_KEY = "security-summary"
 REFRESHING_KEY = "security-summary-refreshing"
-# A stale summary is still served this many times SECURITY_SUMMARY_SECONDS while one request works out the next.
+# A stale summary is still served this many times SECURITY_SUMMARY_SECONDS while the next one is worked out.
 STALE_FACTOR = 10
-# Should the refreshing request die, another takes over after this many seconds.
+# Should the refresh die with its process, another takes over after this many seconds.
 REFRESH_TIMEOUT = 300
+log = logging.getLogger(__name__)
 
 
 def _summary() -> dict[str, Any]:
     """The dashboard's totals and charts: each reads every live token, so they are computed in a few grouped queries
     (never a COUNT per tile or a row per token) and shared by all workers through the cache for
-    SECURITY_SUMMARY_SECONDS. Once that has passed, the first request to notice works them out again while every
-    other request is served the previous figures: at 100k tokens that takes seconds, and without the marker every
-    worker that missed the cache at that moment would compute the same figures at once."""
+    SECURITY_SUMMARY_SECONDS. Once that has passed, the first request to notice starts working them out again on a
+    thread of its own, and it and every other request are served the previous figures meanwhile: at 100k tokens
+    that takes a fair part of a second, which no one should wait for, and without the marker every worker that
+    noticed at that moment would compute the same figures at once. Only with nothing cached does a request wait."""
     seconds = settings.SECURITY_SUMMARY_SECONDS
-    now = timezone.now().timestamp()
     cached: dict[str, Any] | None = cache.get(SUMMARY_KEY)
-    fresh = cached is not None and now - cached["computed_at"] < seconds
-    if cached is not None and (fresh or not cache.add(REFRESHING_KEY, 1, REFRESH_TIMEOUT)):
-        return cached
-    try:
-        found = _compute_summary()
-        found["computed_at"] = now
-        if seconds > 0:
-            cache.set(SUMMARY_KEY, found, seconds * STALE_FACTOR)
-    finally:
-        if cached is not None:
-            cache.delete(REFRESHING_KEY)
+    if cached is None:
+        return _store_summary(seconds)
+    if timezone.now().timestamp() - cached["computed_at"] >= seconds and cache.add(REFRESHING_KEY, 1, REFRESH_TIMEOUT):
+        threading.Thread(target=_refresh, args=(seconds,), name="security-summary", daemon=True).start()
+    return cached
+
+
+def _store_summary(seconds: float) -> dict[str, Any]:
+    started = timezone.now().timestamp()
+    found = _compute_summary()
+    found["computed_at"] = started
+    if seconds > 0:
+        cache.set(SUMMARY_KEY, found, seconds * STALE_FACTOR)
     return found
+
+
+def _refresh(seconds: float) -> None:
+    try:
+        _store_summary(seconds)
+    except Exception:  # noqa: BLE001 - the previous figures stay on show; the next request to notice tries again
+        log.exception("the security summary could not be worked out")
+    finally:
+        cache.delete(REFRESHING_KEY)
+        connection.close()  # this thread's own
 
 
 def _compute_summary() -> dict[str, Any]:
