@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -454,12 +455,21 @@ def ensure_scope_map_and_token(
 ) -> TokenInfo:
     """`ensure_scope_map`, then `ensure_token` on it (both named `name`), with the token looked at while the scope map
     is: its write must wait for the scope map's, its read need not."""
-    probe = _started(lambda: _settled_token(registry, name))
-    try:
+    # Leaving the block waits for the read, even when the scope map failed: no read is left running behind.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arm-read") as pool:
+        probe = pool.submit(_with_own_connection, lambda: _settled_token(registry, name))
         ensure_scope_map(registry, name, actions, description)
+        existing = probe.result()
+    return _ensure_token(registry, name, name, existing, while_creating)
+
+
+def _with_own_connection(call: Callable[[], T]) -> T:
+    """`call`, on a thread of its own (SDK clients are safe to share between threads). A 429 on the way is told to
+    the budget, which may open a database connection on that thread: it is closed when the call ends."""
+    try:
+        return call()
     finally:
-        found = probe()  # waited for even when the scope map failed: no read is left running behind
-    return _ensure_token(registry, name, name, found.result(), while_creating)
+        db.connection.close()
 
 
 def _ensure_token(
@@ -492,43 +502,6 @@ def _ensure_token(
     info = _token_info(created)
     _confirmed("token", name, info.provisioning_state)
     return info
-
-
-@dataclass
-class _Outcome:
-    """What a call on another thread came to: its value, or the error it raised."""
-
-    value: Any = None
-    error: BaseException | None = None
-
-    def result(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-def _started(call: Callable[[], Any]) -> Callable[[], _Outcome]:
-    """`call` under way on a thread of its own; the function returned waits for it and gives its outcome. SDK clients
-    are safe to share between threads. A 429 on the way is told to the budget, which may open a database connection
-    on that thread: it is closed when the call ends."""
-    outcome = _Outcome()
-
-    def run() -> None:
-        try:
-            outcome.value = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
-            outcome.error = exc
-        finally:
-            db.connection.close()
-
-    thread = threading.Thread(target=run, name="arm-read", daemon=True)
-    thread.start()
-
-    def wait() -> _Outcome:
-        thread.join()
-        return outcome
-
-    return wait
 
 
 def set_token_status(registry: RegistryRef, name: str, status: str) -> None:

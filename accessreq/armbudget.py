@@ -206,8 +206,10 @@ def throttled(subscription_id: str, retry_after: float) -> None:
 def observed(subscription_id: str, remaining: int) -> None:
     """ARM counts `remaining` writes left: never hold more than that, as others may be writing with this principal.
     A count the bucket cannot be above needs no step."""
-    most = _most_left(subscription_id) if enabled() else None
-    if enabled() and remaining < settings.ARM_WRITE_BURST and (most is None or remaining < most):
+    if not enabled() or remaining >= settings.ARM_WRITE_BURST:
+        return
+    most = _most_left(subscription_id)
+    if most is None or remaining < most:
         try:
             _step(subscription_id, "observe", float(max(0, remaining)))
         except _redis_errors() as exc:
