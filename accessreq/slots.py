@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -69,7 +70,13 @@ class SealingUnavailable(Exception):
 
 def check_sealing() -> None:
     """Seal and unseal a probe before asking the registry for a password, so a broken key fails the work before a
-    password exists rather than after (when the registry would hold one nobody can ever reveal)."""
+    password exists rather than after (when the registry would hold one nobody can ever reveal). Keys that passed
+    are not probed again; keys that failed are, every time."""
+    _check_sealing(tuple(settings.PASSWORD_ENCRYPTION_KEYS))
+
+
+@cache
+def _check_sealing(keys: tuple[str, ...]) -> None:
     try:
         ok = vault.unseal(vault.seal("probe")) == "probe"
     except Exception as exc:  # noqa: BLE001 - whatever the keys raise, the answer is the same
@@ -163,9 +170,13 @@ def _generate_claimed(
                 # Taken over (this worker was thought dead) or cancelled meanwhile: the other run's password counts.
                 log.warning("slot %s: claim lost while generating; this run's password is not kept", slot.pk)
                 return False
-            # Any value left from an earlier generation goes: the claim, held, says nothing else writes it now.
-            SealedPassword.objects.filter(slot=slot).delete()
-            SealedPassword.objects.create(slot=slot, ciphertext=vault.seal(generated.value))
+            # Any value left from an earlier generation is replaced: the claim, held, says nothing else writes it now.
+            SealedPassword.objects.bulk_create(
+                [SealedPassword(slot=slot, ciphertext=vault.seal(generated.value), created_at=now)],
+                update_conflicts=True,
+                unique_fields=["slot"],
+                update_fields=["ciphertext", "created_at"],
+            )
             details: dict[str, object] = {
                 "slot": slot.name,
                 "expires_at": (generated.expires_at or expires_at).isoformat(),

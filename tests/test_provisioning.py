@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
@@ -154,6 +154,43 @@ def test_it_validates_patterns(pattern, ok) -> None:
     assert (scopes.validate_repository(pattern) is None) is ok
 
 
+def test_it_writes_nothing_when_the_token_is_someone_elses(approved, acr) -> None:
+    client = make_client(acr.url, subscription_id=SUBSCRIPTION)
+    scope_map = client.scope_maps.begin_create(
+        "portal-rg", "contosotest", "hand-made", {"properties": {"actions": ["repositories/x/content/read"]}}
+    ).result()
+    client.tokens.begin_create(
+        "portal-rg", "contosotest", approved.token_name, {"properties": {"scopeMapId": scope_map.id}}
+    ).result()
+    writes = len(_writes(acr))
+    assert provisioning.provision(approved.pk) is None
+    req = AccessRequest.objects.get(pk=approved.pk)
+    assert req.status == RequestStatus.FAILED
+    assert "on scope map hand-made" in req.failure_reason
+    # Both were read before either was written: no scope map of the request's name was made, nothing was changed.
+    assert len(_writes(acr)) == writes
+    assert approved.token_name not in acr.state.registries["contosotest"].scope_maps
+    assert acr.state.registries["contosotest"].tokens[approved.token_name].scope_map == "hand-made"
+
+
+def test_it_writes_the_token_row_once_the_sdk_has_looked_at_the_create(approved, acr) -> None:
+    # The SDK's poller looks at the create at once, on its own thread: the row is written after that look, not
+    # while it is made (one interpreter runs one thread at a time), and still before the create is done.
+    acr.add_fault(count=1, delay=0.3, operation="operations.get")
+    assert provisioning.provision(approved.pk) is None
+    polls = [c for c in acr.requests() if c["operation"] == "operations.get"]
+    first_look, last_look = (datetime.fromisoformat(polls[i]["time"]) for i in (0, -1))
+    written = AuditEvent.objects.get(action="token.created").created_at
+    assert first_look < written < last_look
+
+
+def test_it_records_the_tokens_creation_before_its_password(approved, acr) -> None:
+    assert provisioning.provision(approved.pk) is None
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions.index("token.created") < actions.index("password.generated") < actions.index("request.ready")
+    assert actions.count("token.created") == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_generates_a_slot_once_when_two_runs_overlap(approved, requester, acr) -> None:
 
@@ -161,7 +198,8 @@ def test_it_generates_a_slot_once_when_two_runs_overlap(approved, requester, acr
     from acr_emulator.dataplane import allowed_actions
 
     # Provision everything but the password, then let two runs race to generate it, as a redelivered task would.
-    slot, claim = provisioning._ensure_in_registry(AccessRequest.objects.select_related("registry").get(pk=approved.pk))
+    req = AccessRequest.objects.select_related("registry").get(pk=approved.pk)
+    slot, claim = provisioning._ensure_in_registry(req)
     assert claim is not None
     claims.release(PasswordSlot, slot.pk, claim.token)
     acr.add_fault(count=2, delay=0.3, operation="registries.generate_credentials")
