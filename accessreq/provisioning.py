@@ -146,33 +146,33 @@ def _ensure_in_registry(req: AccessRequest) -> tuple[PasswordSlot, slots.Claim |
     """The token and scope map in the registry, the token's row and its first password's slot: (the slot, this run's
     claim on it when it is to be generated and nobody else holds it)."""
     registry = req.registry
-    made: list[tuple[Token, bool, PasswordSlot]] = []
-    # When ARM has the token to create, its row and its first password's slot are written while it does: they hold
-    # only what is true once ARM has accepted the token's PUT, and a retry after a failed create finds and keeps
-    # them (no sweep touches a slot whose request is still provisioning). The audit that the token was created, and
-    # the claim to generate its password, wait for ARM to say it is.
-    acr.ensure_scope_map_and_token(
-        registry,
-        req.token_name,
-        req.scope_map_actions,
-        f"{acr.MANAGED_MARKER} (request {req.pk})",
-        while_creating=lambda: made.append(_token_and_slot(req)),
-    )
-    token, created, slot = made[0] if made else _token_and_slot(req)
+    made: list[tuple[Token, PasswordSlot, slots.Claim | None]] = []
+    # When ARM has accepted the token's PUT, its row, its creation's audit and its first password's slot are written,
+    # and the slot claimed, while ARM creates it (mostly waiting out ARM's Retry-After): the token exists from then
+    # on, even if its creation ends Failed, and a retry repairs it (ARM's repair is a new PUT) and finds and keeps
+    # them (no sweep touches a slot whose request is still provisioning). The claim is given back if the create
+    # fails: the password is generated only once ARM says the token is made.
+    try:
+        acr.ensure_scope_map_and_token(
+            registry,
+            req.token_name,
+            req.scope_map_actions,
+            f"{acr.MANAGED_MARKER} (request {req.pk})",
+            while_creating=lambda: made.append(_token_and_slot(req)),
+        )
+    except BaseException:
+        if made and made[0][2] is not None:
+            _release_unused(made[0][2])
+        raise
+    token, slot, claim = made[0] if made else _token_and_slot(req)
     token.registry = registry  # the same row, already at hand
-    with transaction.atomic():
-        # A run that wrote the row and then failed (or died) before ARM finished left its creation unaudited, for
-        # the run that sees ARM finish to record.
-        if created or not _created_audited(token):
-            audit.record(
-                "token.created",
-                actor=None,
-                target=token,
-                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
-            )
-        claim = slots.claim_slot(slot.pk) if slot.status == SlotStatus.GENERATING else None
     slot.token = token
     return slot, claim
+
+
+def _release_unused(claim: slots.Claim) -> None:
+    """A slot claimed for a password that was never asked for: free again, its attempt not counted."""
+    claims.release(PasswordSlot, claim.slot_id, claim.token, attempts=F("attempts") - 1)
 
 
 def _created_audited(token: Token) -> bool:
@@ -181,8 +181,9 @@ def _created_audited(token: Token) -> bool:
     ).exists()
 
 
-def _token_and_slot(req: AccessRequest) -> tuple[Token, bool, PasswordSlot]:
-    """The request's token row and its first password's slot, made or found: (token, made now, slot)."""
+def _token_and_slot(req: AccessRequest) -> tuple[Token, PasswordSlot, slots.Claim | None]:
+    """The request's token row (with the audit of its creation) and its first password's slot, made or found, and the
+    slot claimed when its password is to be generated and nobody holds it: (token, slot, claim)."""
     with transaction.atomic():
         token, created = Token.objects.get_or_create(
             request=req,
@@ -214,7 +215,18 @@ def _token_and_slot(req: AccessRequest) -> tuple[Token, bool, PasswordSlot]:
                 status=SlotStatus.GENERATING, attempts=0, failure_reason="", claimed_at=None, claim_token=""
             )
             slot.refresh_from_db()
-    return token, created, slot
+        claim = slots.claim_slot(slot.pk) if slot.status == SlotStatus.GENERATING else None
+        # Last, as every audited change records (the chain's lock is taken last). A row found without the audit of
+        # its creation (written by an earlier release, which audited it later) gets it now.
+        if created or not _created_audited(token):
+            token.registry = req.registry
+            audit.record(
+                "token.created",
+                actor=None,
+                target=token,
+                details={"scope_map_actions": req.scope_map_actions, "owner": req.owner.get_username()},
+            )
+    return token, slot, claim
 
 
 def _apply_change(req: AccessRequest) -> None:

@@ -176,6 +176,7 @@ def test_it_writes_nothing_when_the_token_is_someone_elses(approved, acr) -> Non
 def test_it_writes_the_token_row_once_the_sdk_has_looked_at_the_create(approved, acr) -> None:
     # The SDK's poller looks at the create at once, on its own thread: the row is written after that look, not
     # while it is made (one interpreter runs one thread at a time), and still before the create is done.
+    acr.configure(lro_polls=1, lro_retry_after=0.3)
     acr.add_fault(count=1, delay=0.3, operation="operations.get")
     assert provisioning.provision(approved.pk) is None
     polls = [c for c in acr.requests() if c["operation"] == "operations.get"]

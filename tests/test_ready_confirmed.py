@@ -38,15 +38,16 @@ def test_it_repairs_a_token_whose_creation_failed(approved, requester, acr) -> N
     acr.add_fault(count=1, operation="tokens.create", lro_fail=True)
     assert provisioning.provision(approved.pk) is not None  # the failed create is retried
     assert _state(acr, "tokens", approved.token_name) == "Failed"
-    # Its row and its first password's slot were written while ARM was creating it; nothing that needs it ready
-    # happened: no password, no claim on the slot, no audit that it was created.
+    # Its row, the audit of its creation and its first password's slot were written, and the slot claimed, while ARM
+    # was creating it; nothing that needs it ready happened: no password, and the claim given back uncounted.
     assert [c for c in acr.requests() if c["operation"] == "registries.generate_credentials"] == []
-    assert approved.token.slots.get().claim_token == ""
-    assert not AuditEvent.objects.filter(action="token.created").exists()
+    slot = approved.token.slots.get()
+    assert (slot.claim_token, slot.claimed_at, slot.attempts) == ("", None, 0)
+    assert AuditEvent.objects.filter(action="token.created").count() == 1
     assert provisioning.provision(approved.pk) is None
     assert _state(acr, "tokens", approved.token_name) == "Succeeded"
     assert AccessRequest.objects.get(pk=approved.pk).status == RequestStatus.READY
-    assert AuditEvent.objects.filter(action="token.created").count() == 1  # by the run that saw ARM finish
+    assert AuditEvent.objects.filter(action="token.created").count() == 1  # the repair made no second one
     assert _works(acr, approved, requester)
 
 
