@@ -209,9 +209,7 @@ def _budget_hook(subscription_id: str) -> Callable[[Any], None]:
             return
         remaining = response.headers.get("x-ms-ratelimit-remaining-subscription-writes")
         if remaining is not None and remaining.strip().isdigit():
-            # The writes this thread took ahead and has still to make are out of the bucket already, while ARM counts
-            # them as left: compared without them, each of a request's writes would lower the bucket again.
-            armbudget.observed(subscription_id, int(remaining) - _outstanding(subscription_id))
+            armbudget.observed(subscription_id, int(remaining))
 
     return hook
 
@@ -245,12 +243,6 @@ def writes_ahead(registry: RegistryRef, writes: int) -> Iterator[None]:
         yield
     finally:
         taken.pop(registry.subscription_id, None)
-
-
-def _outstanding(subscription_id: str) -> int:
-    """Writes taken ahead on this thread and not made yet."""
-    taken: dict[str, int] | None = getattr(_ahead, "writes", None)
-    return taken.get(subscription_id, 0) if taken else 0
 
 
 def _taken_ahead(subscription_id: str) -> bool:

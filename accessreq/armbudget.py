@@ -205,12 +205,11 @@ def throttled(subscription_id: str, retry_after: float) -> None:
 
 def observed(subscription_id: str, remaining: int) -> None:
     """ARM counts `remaining` writes left: never hold more than that, as others may be writing with this principal.
-    A count the bucket cannot be above needs no step, nor one within a write of it: ARM counts whole writes, the
-    bucket refills continuously."""
+    A count the bucket cannot be above needs no step."""
     if not enabled() or remaining >= settings.ARM_WRITE_BURST:
         return
     most = _most_left(subscription_id)
-    if most is None or remaining < most - 1:
+    if most is None or remaining < most:
         try:
             _step(subscription_id, "observe", float(max(0, remaining)))
         except _redis_errors() as exc:
