@@ -165,7 +165,6 @@ def _ensure_in_registry(req: AccessRequest) -> tuple[PasswordSlot, slots.Claim |
             _release_unused(made[0][2])
         raise
     token, slot, claim = made[0] if made else _token_and_slot(req)
-    token.registry = registry  # the same row, already at hand
     slot.token = token
     return slot, claim
 
@@ -201,6 +200,7 @@ def _token_and_slot(req: AccessRequest) -> tuple[Token, PasswordSlot, slots.Clai
                 "password_days": req.password_days,
             },
         )
+        token.registry = req.registry  # the same row, already at hand
         # A request delivered to Key Vault hands its delivery to the token, which rotates by it from now on.
         KeyVaultDelivery.objects.filter(request=req, token__isnull=True).update(token=token)
         if token.status == TokenStatus.RETIRING and token.status_reason == FAILED_REQUEST_REASON:
@@ -219,7 +219,6 @@ def _token_and_slot(req: AccessRequest) -> tuple[Token, PasswordSlot, slots.Clai
         # Last, as every audited change records (the chain's lock is taken last). A row found without the audit of
         # its creation (written by an earlier release, which audited it later) gets it now.
         if created or not _created_audited(token):
-            token.registry = req.registry
             audit.record(
                 "token.created",
                 actor=None,
